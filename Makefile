@@ -1,0 +1,69 @@
+# partnercustomers: build, test, demo, bench.
+# `make` builds build/partnercustomers/core.so; `make test` runs every spec; `make demo` lists the
+# sandbox's customers through the CLI.
+LUA        ?= lua5.4
+PKG_CONFIG ?= pkg-config
+BUSTED     ?= $(shell command -v busted 2>/dev/null || echo /usr/bin/busted)
+CC         ?= cc
+
+LUA_CFLAGS  := $(shell $(PKG_CONFIG) --cflags lua5.4)
+CURL_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl)
+CURL_LIBS   := $(shell $(PKG_CONFIG) --libs libcurl)
+
+CFLAGS  ?= -O2 -g
+# Only luaopen_partnercustomers_core is exported; Lua's symbols come from the host (no -llua).
+MODFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -fPIC -fvisibility=hidden \
+           -Wall -Wextra -Wshadow -Wstrict-prototypes
+LDFLAGS_MOD = -shared -Wl,--no-undefined-version
+
+SRC  = $(wildcard csrc/*.c)
+HDRS = $(wildcard csrc/*.h)
+SO   = build/partnercustomers/core.so
+
+# lua-http (the sandbox's server) is installed by Debian under the 5.1 tree only.
+LUA51_TREE ?= /usr/share/lua/5.1
+export LUA_PATH  := ./lua/?.lua;./lua/?/init.lua;./?.lua;;$(LUA51_TREE)/?.lua;$(LUA51_TREE)/?/init.lua
+export LUA_CPATH := ./build/?.so;;
+
+.PHONY: all test demo bench clean check-symbols asan valgrind examples
+
+all: $(SO)
+
+$(SO): $(SRC) $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(MODFLAGS) $(CFLAGS) $(LUA_CFLAGS) $(CURL_CFLAGS) $(SRC) -o $@ $(LDFLAGS_MOD) $(LDFLAGS) $(CURL_LIBS)
+
+# The exported symbols and the link line, as the brief requires them.
+check-symbols: $(SO)
+	@exports=$$(nm -D --defined-only $(SO) | awk '$$2 ~ /[TDB]/ {print $$3}' | grep -v '^_'); \
+	  if [ "$$exports" != "luaopen_partnercustomers_core" ]; then echo "unexpected exports: $$exports"; exit 1; fi
+	@if ldd $(SO) | grep -q liblua; then echo "$(SO) links liblua"; exit 1; fi
+	@echo "symbols ok: only luaopen_partnercustomers_core exported, no liblua"
+
+test: $(SO) check-symbols
+	$(LUA) $(BUSTED) $(BUSTED_ARGS)
+
+demo: $(SO)
+	@bin/with-sandbox bin/partnercustomers customers --source avepoint-v3 --format table
+
+examples: $(SO)
+	@bin/with-sandbox $(LUA) examples/list_customers.lua
+
+bench: $(SO)
+	$(LUA) bench/run.lua
+
+# The same specs against an ASan+UBSan build of the module (the interpreter preloads the runtime).
+asan:
+	$(MAKE) clean
+	$(MAKE) CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" $(SO)
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=.ci/lsan.supp \
+	  $(LUA) $(BUSTED) $(BUSTED_ARGS)
+	$(MAKE) clean
+
+valgrind: $(SO)
+	valgrind --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite \
+	  --suppressions=.ci/valgrind.supp $(LUA) $(BUSTED) $(BUSTED_ARGS)
+
+clean:
+	rm -rf build

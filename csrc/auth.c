@@ -1,0 +1,231 @@
+/* Bearer tokens: a fixed access_token, a token provider function, or OAuth 2.0 client credentials
+ * (form POST, secret in the body as the vendors' samples do). Tokens are cached per scope in the
+ * client's token table { [scope] = { token = , renew_at = } } and renewed a little before expiry.
+ * Tokens live only in that table and in the Authorization header: never in an event or an error. */
+#include <ctype.h>
+#include <math.h>
+#include <string.h>
+#include "pc.h"
+
+static int opt_type(lua_State *L, int ci, const char *k) {
+  lua_getiuservalue(L, ci, PC_UV_OPTS);
+  int t = lua_getfield(L, -1, k);
+  lua_pop(L, 2);
+  return t;
+}
+
+int pc_has_credentials(lua_State *L, int ci) {
+  return opt_type(L, ci, "access_token") == LUA_TSTRING || opt_type(L, ci, "token") == LUA_TFUNCTION ||
+         opt_type(L, ci, "client_secret") == LUA_TSTRING;
+}
+
+int pc_token_renewable(lua_State *L, int ci) {
+  return opt_type(L, ci, "token") == LUA_TFUNCTION || opt_type(L, ci, "client_secret") == LUA_TSTRING;
+}
+
+/* Pushes the cache entry for scope (or nil). */
+static int push_entry(lua_State *L, int ci, const char *scope) {
+  lua_getiuservalue(L, ci, PC_UV_TOKENS);
+  int t = lua_getfield(L, -1, scope);
+  lua_remove(L, -2);
+  return t;
+}
+
+int pc_token_fresh(lua_State *L, int ci, const char *scope) {
+  if (opt_type(L, ci, "access_token") == LUA_TSTRING) return 1;
+  if (push_entry(L, ci, scope) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_getfield(L, -1, "renew_at");
+  int fresh = lua_isnil(L, -1) || pc_clock(L, ci) < lua_tonumber(L, -1);
+  lua_pop(L, 2);
+  return fresh;
+}
+
+void pc_token_push(lua_State *L, int ci, const char *scope) {
+  lua_getiuservalue(L, ci, PC_UV_OPTS);
+  if (lua_getfield(L, -1, "access_token") == LUA_TSTRING) {
+    lua_remove(L, -2);
+    return;
+  }
+  lua_pop(L, 2);
+  if (push_entry(L, ci, scope) == LUA_TTABLE) {
+    lua_getfield(L, -1, "token");
+    lua_remove(L, -2);
+  }
+}
+
+void pc_token_drop(lua_State *L, int ci, const char *scope) {
+  lua_getiuservalue(L, ci, PC_UV_TOKENS);
+  lua_pushnil(L);
+  lua_setfield(L, -2, scope);
+  lua_pop(L, 1);
+}
+
+/* expires_in as a number or a numeric string (Entra's v1 endpoint sends "3600"); -1 if absent. */
+static double expires_in_at(lua_State *L, int idx) {
+  double v = -1;
+  if (lua_type(L, idx) == LUA_TNUMBER)
+    v = lua_tonumber(L, idx);
+  else if (lua_type(L, idx) == LUA_TSTRING) {
+    int isnum = 0;
+    lua_Number n = lua_tonumberx(L, idx, &isnum);
+    if (isnum) v = n;
+  }
+  return v >= 0 ? v : -1;
+}
+
+/* Caches token (at the top, popped) for scope; renews a little before expiry:
+ * 60 s early, or a tenth of the lifetime when that is shorter. */
+static void cache(lua_State *L, int ci, const char *scope, double expires_in, const char *source) {
+  double now = pc_clock(L, ci);
+  lua_createtable(L, 0, 2);
+  lua_rotate(L, -2, 1);
+  lua_setfield(L, -2, "token");
+  if (expires_in >= 0) {
+    double margin = fmin(60.0, expires_in / 10);
+    pc_set_num(L, "renew_at", now + expires_in - margin);
+  }
+  lua_getiuservalue(L, ci, PC_UV_TOKENS);
+  lua_rotate(L, -2, 1);
+  lua_setfield(L, -2, scope);
+  lua_pop(L, 1);
+
+  lua_createtable(L, 0, 4);
+  pc_set_str(L, "type", "token");
+  pc_set_str(L, "scope", scope);
+  pc_set_str(L, "source", source);
+  if (expires_in >= 0) pc_set_num(L, "expires_in", expires_in);
+  pc_emit(L, ci);
+}
+
+/* application/x-www-form-urlencoded */
+static void add_form(luaL_Buffer *b, const char *k, const char *v) {
+  static const char hex[] = "0123456789ABCDEF";
+  if (luaL_bufflen(b) > 0) luaL_addchar(b, '&');
+  for (int pass = 0; pass < 2; pass++) {
+    for (const unsigned char *p = (const unsigned char *)(pass ? v : k); *p; p++) {
+      if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~')
+        luaL_addchar(b, (char)*p);
+      else {
+        luaL_addchar(b, '%');
+        luaL_addchar(b, hex[*p >> 4]);
+        luaL_addchar(b, hex[*p & 15]);
+      }
+    }
+    if (!pass) luaL_addchar(b, '=');
+  }
+}
+
+static int fetch_provider(lua_State *L, int ci, const char *scope) {
+  lua_getiuservalue(L, ci, PC_UV_OPTS);
+  lua_getfield(L, -1, "token");
+  lua_remove(L, -2);
+  lua_pushstring(L, scope);
+  /* the provider is the user's code reaching the outside world: its failure is an auth error */
+  if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
+    lua_pushfstring(L, "token provider failed: %s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "error object");
+    pc_redact_top(L, ci);
+    pc_push_error(L, PC_E_AUTH, lua_tostring(L, -1));
+    lua_rotate(L, -3, 1);
+    lua_pop(L, 2);
+    return 0;
+  }
+  if (lua_type(L, -2) != LUA_TSTRING || lua_rawlen(L, -2) == 0) {
+    if (lua_isstring(L, -1))
+      lua_pushfstring(L, "token provider returned no token: %s", lua_tostring(L, -1));
+    else
+      lua_pushliteral(L, "token provider returned no token");
+    pc_redact_top(L, ci);
+    pc_push_error(L, PC_E_AUTH, lua_tostring(L, -1));
+    lua_rotate(L, -4, 1);
+    lua_pop(L, 3);
+    return 0;
+  }
+  double exp = expires_in_at(L, -1);
+  lua_pop(L, 1);
+  cache(L, ci, scope, exp, "provider");
+  return 1;
+}
+
+static int fetch_client_credentials(lua_State *L, int ci, const char *scope) {
+  int top = lua_gettop(L);
+  lua_getiuservalue(L, ci, PC_UV_OPTS);
+  int o = lua_gettop(L);
+  luaL_Buffer b;
+  lua_createtable(L, 1, 0); /* reqs */
+  lua_createtable(L, 0, 5); /* the token request */
+  lua_getfield(L, o, "token_url");
+  lua_setfield(L, -2, "url");
+  lua_pushliteral(L, "POST");
+  lua_setfield(L, -2, "method");
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, "sensitive");
+  lua_createtable(L, 0, 2);
+  lua_pushliteral(L, "application/x-www-form-urlencoded");
+  lua_setfield(L, -2, "Content-Type");
+  lua_pushliteral(L, "application/json");
+  lua_setfield(L, -2, "Accept");
+  lua_setfield(L, -2, "headers");
+  /* the strings stay pinned by the options table; a luaL_Buffer needs the stack to itself */
+  lua_getfield(L, o, "client_id");
+  const char *id = lua_tostring(L, -1);
+  lua_getfield(L, o, "client_secret");
+  const char *secret = lua_tostring(L, -1);
+  lua_pop(L, 2);
+  luaL_buffinit(L, &b);
+  add_form(&b, "grant_type", "client_credentials");
+  add_form(&b, "client_id", id);
+  add_form(&b, "client_secret", secret);
+  add_form(&b, "scope", scope);
+  luaL_pushresult(&b);
+  lua_setfield(L, -2, "body");
+  lua_rawseti(L, -2, 1);
+
+  pc_run(L, ci, -1);
+  lua_rawgeti(L, -1, 1);
+  lua_rawgeti(L, -1, 1); /* the response, or nil */
+  if (lua_isnil(L, -1)) {
+    lua_rawgeti(L, -2, 2);
+    /* a token endpoint that answers 400/401 refused the credentials: never retried, always auth */
+    lua_getfield(L, -1, "status");
+    lua_Integer st = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    if (st == 400 || st == 401 || st == 403) {
+      pc_set_str(L, "kind", "auth");
+      lua_getfield(L, -1, "code");
+      if (lua_isnil(L, -1)) pc_set_str(L, "message", "the token endpoint refused the request");
+      lua_pop(L, 1);
+    }
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+    return 0;
+  }
+  lua_getfield(L, -1, "data");
+  int d = lua_gettop(L);
+  if (!lua_istable(L, d) || lua_getfield(L, d, "access_token") != LUA_TSTRING || lua_rawlen(L, -1) == 0) {
+    pc_push_error(L, PC_E_PROTOCOL, "the token endpoint answered without an access_token");
+    lua_getfield(L, o, "token_url");
+    lua_setfield(L, -2, "url");
+    pc_set_str(L, "method", "POST");
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+    return 0;
+  }
+  lua_getfield(L, d, "expires_in");
+  double exp = expires_in_at(L, -1);
+  lua_pop(L, 1);
+  cache(L, ci, scope, exp, "client_credentials");
+  lua_settop(L, top);
+  return 1;
+}
+
+int pc_token_fetch(lua_State *L, int ci, const char *scope) {
+  ci = lua_absindex(L, ci);
+  pc_token_drop(L, ci, scope);
+  if (opt_type(L, ci, "token") == LUA_TFUNCTION) return fetch_provider(L, ci, scope);
+  if (opt_type(L, ci, "client_secret") == LUA_TSTRING) return fetch_client_credentials(L, ci, scope);
+  pc_push_error(L, PC_E_AUTH, "the access token was refused and cannot be renewed");
+  return 0;
+}

@@ -1,0 +1,364 @@
+/* partnercustomers.core: the client userdata, its options and the module table.
+ * The client follows liolib's pattern: create the userdata marked closed, set its metatable,
+ * then acquire the libcurl handles and store them at once; one idempotent release serves
+ * close, __gc and __close. */
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include "pc.h"
+
+pc_client *pc_check_client(lua_State *L, int idx) {
+  pc_client *c = luaL_checkudata(L, idx, PC_CLIENT_MT);
+  if (c->closed) luaL_error(L, "attempt to use a closed partnercustomers client");
+  return c;
+}
+
+static double real_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void real_sleep(double s) {
+  if (!(s > 0)) return;
+  struct timespec ts;
+  ts.tv_sec = (time_t)s;
+  ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+  while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+  }
+}
+
+/* Pushes the hook named k if the client has one, and returns 1. */
+static int push_hook(lua_State *L, int ci, const char *k) {
+  lua_getiuservalue(L, ci, PC_UV_OPTS);
+  int t = lua_getfield(L, -1, k);
+  lua_remove(L, -2);
+  if (t == LUA_TFUNCTION) return 1;
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* The injected hooks are the caller's code, called between libcurl calls (never inside a
+ * callback); an error in them propagates out of the request, and the request is abandoned. */
+double pc_clock(lua_State *L, int ci) {
+  if (!push_hook(L, ci, "clock")) return real_now();
+  lua_call(L, 0, 1);
+  int isnum;
+  double t = lua_tonumberx(L, -1, &isnum);
+  if (!isnum) luaL_error(L, "partnercustomers: the clock function must return a number");
+  lua_pop(L, 1);
+  return t;
+}
+
+void pc_sleep(lua_State *L, int ci, double seconds) {
+  if (!push_hook(L, ci, "sleep")) {
+    real_sleep(seconds);
+    return;
+  }
+  lua_pushnumber(L, seconds);
+  lua_call(L, 1, 0);
+}
+
+double pc_random(lua_State *L, int ci) {
+  if (push_hook(L, ci, "random")) {
+    lua_call(L, 0, 1);
+    double r = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return r < 0 ? 0 : (r > 1 ? 1 : r);
+  }
+  pc_client *c = lua_touserdata(L, ci);
+  /* xorshift64*: jitter needs no cryptographic quality */
+  c->rng ^= c->rng >> 12, c->rng ^= c->rng << 25, c->rng ^= c->rng >> 27;
+  return (double)((c->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
+}
+
+void pc_emit(lua_State *L, int ci) {
+  if (!push_hook(L, ci, "on_event")) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_rotate(L, -2, 1);
+  lua_call(L, 1, 0);
+}
+
+/* ---- lifecycle ---- */
+
+static void release(pc_client *c) {
+  for (int i = 0; i < PC_MAX_PARALLEL; i++) pc_xfer_release(c, &c->xfers[i]);
+  if (c->multi) curl_multi_cleanup(c->multi);
+  c->multi = NULL;
+  if (c->share) curl_share_cleanup(c->share);
+  c->share = NULL;
+  c->closed = 1;
+}
+
+static int l_gc(lua_State *L) {
+  pc_client *c = luaL_checkudata(L, 1, PC_CLIENT_MT);
+  /* __close can run while the engine is on the stack (a to-be-closed variable in a hook):
+   * the client is released later, by close or by the collector */
+  if (!c->busy) release(c);
+  return 0;
+}
+
+static int l_close(lua_State *L) {
+  pc_client *c = luaL_checkudata(L, 1, PC_CLIENT_MT);
+  if (c->busy) return luaL_error(L, "partnercustomers: cannot close a client while it runs a request");
+  release(c);
+  return 0;
+}
+
+static int l_tostring(lua_State *L) {
+  pc_client *c = luaL_checkudata(L, 1, PC_CLIENT_MT);
+  lua_pushfstring(L, "partnercustomers.client (%s)", c->closed ? "closed" : (void *)c);
+  return 1;
+}
+
+/* ---- options ---- */
+
+typedef enum { O_NUM, O_INT, O_STR, O_FN, O_TABLE } pc_otype;
+typedef struct {
+  const char *name;
+  pc_otype type;
+  double min, max;
+} pc_opt;
+
+static const pc_opt options[] = {
+  {"timeout", O_NUM, 0.001, 86400}, {"connect_timeout", O_NUM, 0.001, 3600},
+  {"low_speed_time", O_NUM, 1, 3600}, {"max_retries", O_INT, 0, 10},
+  {"max_parallel", O_INT, 1, PC_MAX_PARALLEL}, {"max_response_bytes", O_INT, 1, 1e12},
+  {"retry_after_cap", O_NUM, 0, 86400}, {"backoff_base", O_NUM, 0, 3600},
+  {"backoff_max", O_NUM, 0, 86400}, {"ca_file", O_STR, 0, 0}, {"proxy", O_STR, 0, 0},
+  {"user_agent", O_STR, 0, 0}, {"clock", O_FN, 0, 0}, {"sleep", O_FN, 0, 0},
+  {"random", O_FN, 0, 0}, {"on_event", O_FN, 0, 0}, {"access_token", O_STR, 0, 0},
+  {"token", O_FN, 0, 0}, {"client_credentials", O_TABLE, 0, 0}, {NULL, 0, 0, 0},
+};
+
+static const char *const otype_names[] = {"a number", "an integer", "a string", "a function", "a table"};
+
+static const pc_opt *find_option(const char *k) {
+  for (const pc_opt *o = options; o->name; o++)
+    if (strcmp(o->name, k) == 0) return o;
+  return NULL;
+}
+
+static int check_type(lua_State *L, int idx, const pc_opt *o) {
+  switch (o->type) {
+  case O_NUM: return lua_type(L, idx) == LUA_TNUMBER && lua_tonumber(L, idx) >= o->min && lua_tonumber(L, idx) <= o->max;
+  case O_INT: return lua_isinteger(L, idx) && lua_tointeger(L, idx) >= o->min && lua_tointeger(L, idx) <= o->max;
+  case O_STR: return lua_type(L, idx) == LUA_TSTRING && lua_rawlen(L, idx) > 0;
+  case O_FN: return lua_type(L, idx) == LUA_TFUNCTION;
+  default: return lua_type(L, idx) == LUA_TTABLE;
+  }
+}
+
+static double num_opt(lua_State *L, int o, const char *k, double dflt) {
+  lua_getfield(L, o, k);
+  double v = lua_isnil(L, -1) ? dflt : lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* client_credentials = { token_url, client_id, client_secret }, flattened into the options. */
+static void read_client_credentials(lua_State *L, int cc, int o) {
+  static const char *const keys[] = {"token_url", "client_id", "client_secret", NULL};
+  lua_pushnil(L);
+  while (lua_next(L, cc)) {
+    lua_pop(L, 1);
+    int ok = 0;
+    for (int i = 0; keys[i]; i++) ok |= lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), keys[i]) == 0;
+    if (!ok) luaL_error(L, "partnercustomers: unknown field in option 'client_credentials'");
+  }
+  for (int i = 0; keys[i]; i++) {
+    if (lua_getfield(L, cc, keys[i]) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
+      luaL_error(L, "partnercustomers: option 'client_credentials.%s' must be a non-empty string", keys[i]);
+    lua_setfield(L, o, keys[i]);
+  }
+}
+
+static int l_new(lua_State *L) {
+  lua_settop(L, 1);
+  if (lua_isnil(L, 1)) lua_newtable(L), lua_replace(L, 1);
+  luaL_checktype(L, 1, LUA_TTABLE);
+
+  pc_client *c = lua_newuserdatauv(L, sizeof *c, PC_UV_COUNT);
+  memset(c, 0, sizeof *c);
+  c->closed = 1;
+  for (int i = 0; i < PC_MAX_PARALLEL; i++) c->xfers[i].req = -1;
+  luaL_setmetatable(L, PC_CLIENT_MT);
+  int ci = lua_gettop(L);
+  lua_newtable(L);
+  int o = lua_gettop(L);
+  lua_pushvalue(L, o);
+  lua_setiuservalue(L, ci, PC_UV_OPTS);
+  lua_newtable(L);
+  lua_setiuservalue(L, ci, PC_UV_TOKENS);
+
+  /* validate and copy every option; the caller's table is never modified */
+  int credentials = 0;
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    if (lua_type(L, -2) != LUA_TSTRING) luaL_error(L, "partnercustomers: option names must be strings");
+    const char *k = lua_tostring(L, -2);
+    const pc_opt *opt = find_option(k);
+    if (opt == NULL) luaL_error(L, "partnercustomers: unknown option '%s'", k);
+    if (!check_type(L, -1, opt)) {
+      if (opt->type == O_NUM || opt->type == O_INT)
+        luaL_error(L, "partnercustomers: option '%s' must be %s between %f and %f", k, otype_names[opt->type],
+                   (lua_Number)opt->min, (lua_Number)opt->max);
+      luaL_error(L, "partnercustomers: option '%s' must be %s%s", k, otype_names[opt->type],
+                 opt->type == O_STR ? " (not empty)" : "");
+    }
+    if (strcmp(k, "access_token") == 0 || strcmp(k, "token") == 0 || strcmp(k, "client_credentials") == 0)
+      credentials++;
+    if (opt->type == O_TABLE)
+      read_client_credentials(L, lua_gettop(L), o);
+    else {
+      lua_pushvalue(L, -2);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, o);
+    }
+    lua_pop(L, 1);
+  }
+  if (credentials > 1)
+    luaL_error(L, "partnercustomers: give only one of 'access_token', 'token' and 'client_credentials'");
+  if (lua_getfield(L, o, "token_url") == LUA_TSTRING) {
+    char host[256];
+    const char *why = pc_url_problem(lua_tostring(L, -1), host, sizeof host);
+    if (why) luaL_error(L, "partnercustomers: option 'client_credentials.token_url' %s", why);
+  }
+  lua_pop(L, 1);
+
+  c->timeout = num_opt(L, o, "timeout", 30);
+  c->connect_timeout = num_opt(L, o, "connect_timeout", 10);
+  c->low_speed_time = num_opt(L, o, "low_speed_time", 30);
+  c->max_retries = (int)num_opt(L, o, "max_retries", 3);
+  c->nxfers = (int)num_opt(L, o, "max_parallel", 8);
+  c->max_response_bytes = (size_t)num_opt(L, o, "max_response_bytes", 64.0 * 1024 * 1024);
+  c->retry_after_cap = num_opt(L, o, "retry_after_cap", 120);
+  c->backoff_base = num_opt(L, o, "backoff_base", 0.5);
+  c->backoff_max = num_opt(L, o, "backoff_max", 30);
+  c->rng = (unsigned long long)(real_now() * 1e6) ^ (uintptr_t)c ^ 0x9E3779B97F4A7C15ULL;
+  if (c->rng == 0) c->rng = 1;
+
+  /* User-Agent: the caller's product first, then ours and libcurl's */
+  const char *ua = NULL;
+  if (lua_getfield(L, o, "user_agent") == LUA_TSTRING) {
+    ua = lua_tostring(L, -1);
+    if (strpbrk(ua, "\r\n")) luaL_error(L, "partnercustomers: option 'user_agent' contains CR or LF");
+  }
+  lua_pop(L, 1);
+  curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
+  lua_pushfstring(L, "%s%spartnercustomers/%s libcurl/%s", ua ? ua : "", ua ? " " : "", PC_VERSION, vi->version);
+  lua_setfield(L, o, "ua");
+  for (const char *k = "proxy"; k; k = strcmp(k, "proxy") == 0 ? "ca_file" : NULL) {
+    if (lua_getfield(L, o, k) == LUA_TSTRING && strpbrk(lua_tostring(L, -1), "\r\n"))
+      luaL_error(L, "partnercustomers: option '%s' contains CR or LF", k);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1); /* o */
+
+  /* acquire, storing each handle at once */
+  c->multi = curl_multi_init();
+  if (c->multi == NULL) return luaL_error(L, "partnercustomers: curl_multi_init failed");
+  c->closed = 0;
+  c->share = curl_share_init();
+  if (c->share == NULL) return luaL_error(L, "partnercustomers: curl_share_init failed");
+  /* DNS answers and TLS sessions outlive a single easy handle; connections live in the multi */
+  curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+  curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)c->nxfers);
+  return 1;
+}
+
+/* ---- requests: the engine runs under lua_pcall so that an error from a hook leaves the
+ * client usable (no handle left in the multi, not busy) and then propagates ---- */
+
+static int run_protected(lua_State *L) {
+  pc_run(L, 1, 2);
+  return 1;
+}
+
+static int run(lua_State *L, int single) {
+  pc_client *c = pc_check_client(L, 1);
+  if (c->busy) return luaL_error(L, "partnercustomers: the client is already running a request (called from a hook?)");
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  if (single) {
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, 1);
+    lua_replace(L, 2);
+  }
+  lua_pushcfunction(L, run_protected);
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  c->busy = 1;
+  int st = lua_pcall(L, 2, 1, 0);
+  c->busy = 0;
+  for (int i = 0; i < PC_MAX_PARALLEL; i++) {
+    pc_xfer *x = &c->xfers[i];
+    if (x->added) curl_multi_remove_handle(c->multi, x->easy);
+    x->added = 0;
+    x->req = -1;
+  }
+  if (st != LUA_OK) return lua_error(L);
+  if (!single) return 1;
+  lua_rawgeti(L, -1, 1);
+  lua_rawgeti(L, -1, 1);
+  if (!lua_isnil(L, -1)) return 1;
+  lua_rawgeti(L, -2, 2);
+  return 2;
+}
+
+int pc_l_request(lua_State *L) { return run(L, 1); }
+int pc_l_batch(lua_State *L) { return run(L, 0); }
+
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, real_now());
+  return 1;
+}
+
+static int l_sleep(lua_State *L) {
+  real_sleep(luaL_checknumber(L, 1));
+  return 0;
+}
+
+static const luaL_Reg client_methods[] = {
+  {"request", pc_l_request}, {"batch", pc_l_batch}, {"close", l_close}, {NULL, NULL},
+};
+
+static const luaL_Reg client_meta[] = {
+  {"__gc", l_gc}, {"__close", l_gc}, {"__tostring", l_tostring}, {NULL, NULL},
+};
+
+static const luaL_Reg funcs[] = {
+  {"new", l_new}, {"error", pc_l_error}, {"is_error", pc_l_is_error},
+  {"now", l_now}, {"sleep", l_sleep}, {NULL, NULL},
+};
+
+__attribute__((visibility("default"))) int luaopen_partnercustomers_core(lua_State *L) {
+  static int curl_ready = 0;
+  if (!curl_ready) {
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+      return luaL_error(L, "partnercustomers: curl_global_init failed");
+    curl_ready = 1;
+  }
+  pc_error_open(L);
+  pc_json_open(L);
+  luaL_newmetatable(L, PC_CLIENT_MT);
+  luaL_setfuncs(L, client_meta, 0);
+  luaL_newlib(L, client_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+
+  luaL_newlib(L, funcs);
+  lua_pushliteral(L, "partnercustomers " PC_VERSION);
+  lua_setfield(L, -2, "_VERSION");
+  lua_pushstring(L, curl_version());
+  lua_setfield(L, -2, "curl_version");
+  luaL_getmetatable(L, PC_ERROR_MT);
+  lua_setfield(L, -2, "Error");
+  return 1;
+}

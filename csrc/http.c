@@ -1,0 +1,816 @@
+/* The transfer engine: a batch of requests run on the client's curl multi handle, each with its
+ * own retry state. A single request is a batch of one.
+ *
+ * Memory rules (see STYLE.md): everything malloc'd lives in the client userdata (pc_xfer), so a Lua
+ * error unwinding through here leaks nothing; libcurl callbacks only append to those buffers and
+ * never call Lua. Lua hooks (clock, sleep, on_event) run between libcurl calls, never inside them. */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include "pc.h"
+
+enum { M_GET, M_POST, M_PUT, M_DELETE };
+static const char *const method_names[] = {"GET", "POST", "PUT", "DELETE", NULL};
+
+typedef enum { R_WAITING, R_RUNNING, R_DONE } pc_rstate;
+
+/* Per-request state of a batch; lives in a userdata on the Lua stack (no pointers to free). */
+typedef struct {
+  int method;
+  int decode;
+  int sensitive; /* a credential exchange: its bodies never go into errors or responses */
+  const char *url, *body, *scope; /* strings pinned by the batch's private table */
+  size_t bodylen;
+  int attempts; /* every attempt made */
+  int retries;  /* attempts that were retries counted against max_retries */
+  int renewed;  /* a 401 has already led to a new token */
+  double not_before;
+  pc_rstate state;
+} pc_req;
+
+/* ---- buffers and libcurl callbacks (no Lua in here) ---- */
+
+int pc_buf_append(pc_buf *b, const char *p, size_t n) {
+  if (b->len + n + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n + 1) cap *= 2;
+    char *q = realloc(b->p, cap);
+    if (q == NULL) return 0;
+    b->p = q;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, p, n);
+  b->len += n;
+  b->p[b->len] = '\0';
+  return 1;
+}
+
+void pc_buf_free(pc_buf *b) {
+  free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
+}
+
+/* Called with decoded bytes, so the cap also stops a compression bomb. */
+static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud) {
+  pc_xfer *x = ud;
+  size_t n = size * nmemb;
+  if (x->body.len + n > x->max_bytes) {
+    x->over_limit = 1;
+    return 0;
+  }
+  if (!pc_buf_append(&x->body, p, n)) {
+    x->oom = 1;
+    return 0;
+  }
+  return n;
+}
+
+static size_t header_cb(char *p, size_t size, size_t nmemb, void *ud) {
+  pc_xfer *x = ud;
+  size_t n = size * nmemb;
+  /* a new status line starts a new response (1xx, a proxy's CONNECT answer): keep the last */
+  if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) x->rhdrs.len = 0;
+  if (x->rhdrs.len + n > 256 * 1024) return 0; /* absurd header block */
+  if (!pc_buf_append(&x->rhdrs, p, n)) {
+    x->oom = 1;
+    return 0;
+  }
+  return n;
+}
+
+void pc_xfer_release(pc_client *c, pc_xfer *x) {
+  if (x->easy) {
+    if (x->added && c->multi) curl_multi_remove_handle(c->multi, x->easy);
+    curl_easy_cleanup(x->easy);
+    x->easy = NULL;
+  }
+  x->added = 0;
+  x->req = -1;
+  curl_slist_free_all(x->hdrs);
+  x->hdrs = NULL;
+  pc_buf_free(&x->body);
+  pc_buf_free(&x->rhdrs);
+}
+
+/* ---- request validation (misuse raises, before anything starts) ---- */
+
+static int is_loopback(const char *host) {
+  unsigned char a[16];
+  if (strcasecmp(host, "localhost") == 0) return 1;
+  if (strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0) return 1;
+  if (inet_pton(AF_INET, host, a) == 1) return a[0] == 127;
+  return 0;
+}
+
+/* Returns NULL when url may be used, or the reason it may not. No Lua calls inside:
+ * the CURLU handle is freed before the caller raises. */
+const char *pc_url_problem(const char *url, char *host, size_t hostlen) {
+  const char *why = NULL;
+  char *scheme = NULL, *h = NULL;
+  CURLU *u = curl_url();
+  host[0] = '\0';
+  if (u == NULL) return "out of memory";
+  if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
+    why = "is not a valid absolute URL";
+  else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+           curl_url_get(u, CURLUPART_HOST, &h, 0) != CURLUE_OK)
+    why = "has no scheme or host";
+  else {
+    snprintf(host, hostlen, "%s", h);
+    if (strcasecmp(scheme, "https") == 0)
+      why = NULL;
+    else if (strcasecmp(scheme, "http") == 0)
+      why = is_loopback(h) ? NULL : "uses plain http:// to a host that is not loopback (use https://)";
+    else
+      why = "must use https:// (or http:// to a loopback host)";
+  }
+  curl_free(scheme);
+  curl_free(h);
+  curl_url_cleanup(u);
+  return why;
+}
+
+static int valid_header_name(const char *s, size_t n) {
+  if (n == 0) return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (!(isalnum(ch) || strchr("!#$%&'*+-.^_`|~", ch))) return 0;
+  }
+  return 1;
+}
+
+static int str_field(lua_State *L, int t, const char *k, int required) {
+  int ty = lua_getfield(L, t, k);
+  if (ty == LUA_TNIL && !required) return 0;
+  if (ty != LUA_TSTRING) luaL_error(L, "partnercustomers: request field '%s' must be a string", k);
+  return 1;
+}
+
+/* Validates request table at index t and builds its private table (pushed): the strings the
+ * engine points at, and header lines "Name: value". */
+static void parse_request(lua_State *L, int ci, int t, pc_req *r) {
+  static const char *const fields[] = {"method", "url", "headers", "body", "scope", "decode", "sensitive", NULL};
+  t = lua_absindex(L, t);
+  if (!lua_istable(L, t)) luaL_error(L, "partnercustomers: a request must be a table");
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "partnercustomers: request fields must be named");
+    const char *k = lua_tostring(L, -1);
+    int known = 0;
+    for (int i = 0; fields[i]; i++) known |= strcmp(fields[i], k) == 0;
+    if (!known) luaL_error(L, "partnercustomers: unknown request field '%s'", k);
+  }
+  memset(r, 0, sizeof *r);
+  lua_createtable(L, 0, 5);
+  int p = lua_gettop(L);
+
+  r->method = M_GET;
+  if (str_field(L, t, "method", 0)) {
+    const char *m = lua_tostring(L, -1);
+    r->method = -1;
+    for (int i = 0; method_names[i]; i++)
+      if (strcmp(method_names[i], m) == 0) r->method = i;
+    if (r->method < 0) luaL_error(L, "partnercustomers: unsupported method '%s'", m);
+  }
+  lua_pop(L, 1);
+
+  str_field(L, t, "url", 1);
+  char host[256];
+  const char *why = pc_url_problem(lua_tostring(L, -1), host, sizeof host);
+  if (why) {
+    pc_push_safe_url(L, lua_tostring(L, -1));
+    luaL_error(L, "partnercustomers: URL %s %s", lua_tostring(L, -1), why);
+  }
+  r->url = lua_tostring(L, -1);
+  lua_setfield(L, p, "url");
+
+  if (str_field(L, t, "body", 0)) {
+    r->body = lua_tolstring(L, -1, &r->bodylen);
+    lua_setfield(L, p, "body");
+  } else
+    lua_pop(L, 1);
+
+  if (str_field(L, t, "scope", 0)) {
+    r->scope = lua_tostring(L, -1);
+    if (!pc_has_credentials(L, ci))
+      luaL_error(L, "partnercustomers: a request with a scope needs credentials on the client");
+    lua_setfield(L, p, "scope");
+  } else
+    lua_pop(L, 1);
+
+  lua_getfield(L, t, "decode");
+  r->decode = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+  lua_getfield(L, t, "sensitive");
+  r->sensitive = lua_toboolean(L, -1);
+  lua_pop(L, 2);
+
+  /* header lines; values with CR or LF would let a caller inject headers */
+  lua_newtable(L);
+  int lines = lua_gettop(L), nl = 0;
+  int ty = lua_getfield(L, t, "headers");
+  if (ty != LUA_TNIL) {
+    if (ty != LUA_TTABLE) luaL_error(L, "partnercustomers: request field 'headers' must be a table");
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      size_t kn, vn;
+      if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "partnercustomers: headers must map names to string values");
+      const char *k = lua_tolstring(L, -2, &kn), *v = lua_tolstring(L, -1, &vn);
+      if (!valid_header_name(k, kn)) luaL_error(L, "partnercustomers: invalid header name");
+      if (strpbrk(v, "\r\n") || strlen(v) != vn)
+        luaL_error(L, "partnercustomers: header '%s' has a value with CR, LF or NUL", k);
+      if (strcasecmp(k, "ms-requestid") == 0) {
+        lua_pushvalue(L, -1);
+        lua_setfield(L, p, "request_id");
+      } else if (strcasecmp(k, "ms-correlationid") == 0) {
+        lua_pushvalue(L, -1);
+        lua_setfield(L, p, "correlation_id");
+      }
+      lua_pushfstring(L, "%s: %s", k, v);
+      lua_rawseti(L, lines, ++nl);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  lua_setfield(L, p, "lines");
+}
+
+/* ---- starting an attempt ---- */
+
+static int add_header(pc_xfer *x, const char *line) {
+  struct curl_slist *n = curl_slist_append(x->hdrs, line);
+  if (n == NULL) return 0;
+  x->hdrs = n;
+  return 1;
+}
+
+/* Pushes the option string at key k of the client's options, or returns NULL (nothing pushed). */
+static const char *opt_string(lua_State *L, int ci, const char *k) {
+  lua_getiuservalue(L, ci, PC_UV_OPTS);
+  lua_getfield(L, -1, k);
+  lua_remove(L, -2);
+  if (lua_isstring(L, -1)) return lua_tostring(L, -1);
+  lua_pop(L, 1);
+  return NULL;
+}
+
+/* Prepares x for request k (private table at index pi) and adds it to the multi handle.
+ * Returns NULL, or a message on failure (nothing added). */
+static const char *start_attempt(lua_State *L, int ci, pc_client *c, pc_req *r, int k, int pi, pc_xfer *x) {
+  int top = lua_gettop(L);
+  if (x->easy == NULL) {
+    x->easy = curl_easy_init();
+    if (x->easy == NULL) return "curl_easy_init failed";
+  } else
+    curl_easy_reset(x->easy); /* keeps live connections and the caches */
+  curl_slist_free_all(x->hdrs);
+  x->hdrs = NULL;
+  x->body.len = x->rhdrs.len = 0;
+  x->over_limit = x->oom = 0;
+  x->errbuf[0] = '\0';
+  x->max_bytes = c->max_response_bytes;
+
+  int ok = 1;
+  lua_getfield(L, pi, "lines");
+  for (lua_Integer i = 1; ok && lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
+    ok = add_header(x, lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  lua_settop(L, top);
+  if (ok && r->scope) {
+    pc_token_push(L, ci, r->scope);
+    if (lua_isstring(L, -1)) {
+      lua_pushfstring(L, "Authorization: Bearer %s", lua_tostring(L, -1));
+      ok = add_header(x, lua_tostring(L, -1));
+    }
+    lua_settop(L, top);
+  }
+  /* no 100-continue round trip for small POST bodies */
+  if (ok && r->body) ok = add_header(x, "Expect:");
+  if (!ok) return "out of memory building headers";
+
+  CURL *e = x->easy;
+  curl_easy_setopt(e, CURLOPT_URL, r->url);
+  curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
+  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+  curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)x);
+  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+  curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)x);
+  curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
+  curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* every encoding this libcurl decodes */
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(c->timeout * 1000));
+  curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->connect_timeout * 1000));
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)ceil(c->low_speed_time));
+  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)c->max_response_bytes);
+  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L); /* a redirect must not carry the bearer elsewhere */
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+  curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+  curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(e, CURLOPT_SHARE, c->share);
+  if (opt_string(L, ci, "ua")) curl_easy_setopt(e, CURLOPT_USERAGENT, lua_tostring(L, -1));
+  if (opt_string(L, ci, "ca_file")) curl_easy_setopt(e, CURLOPT_CAINFO, lua_tostring(L, -1));
+  if (opt_string(L, ci, "proxy")) curl_easy_setopt(e, CURLOPT_PROXY, lua_tostring(L, -1));
+  lua_settop(L, top); /* libcurl copied the strings */
+
+  switch (r->method) {
+  case M_GET: curl_easy_setopt(e, CURLOPT_HTTPGET, 1L); break;
+  case M_POST: curl_easy_setopt(e, CURLOPT_POST, 1L); break;
+  default: curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method_names[r->method]); break;
+  }
+  if (r->method != M_GET && (r->body || r->method == M_POST)) {
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body ? r->body : "");
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->body ? r->bodylen : 0));
+  }
+  if (curl_multi_add_handle(c->multi, e) != CURLM_OK) return "curl_multi_add_handle failed";
+  x->added = 1;
+  x->req = k;
+  r->state = R_RUNNING;
+  r->attempts++;
+  return NULL;
+}
+
+/* ---- finishing an attempt ---- */
+
+/* Pushes the response headers as a table of lower-case names (repeated ones joined by ", "). */
+static void push_headers(lua_State *L, pc_xfer *x) {
+  lua_newtable(L);
+  const char *p = x->rhdrs.p, *end = p ? p + x->rhdrs.len : NULL;
+  while (p && p < end) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    if (eol == NULL) eol = end;
+    const char *colon = memchr(p, ':', (size_t)(eol - p));
+    if (colon && colon > p && memcmp(p, "HTTP/", 5) != 0) {
+      luaL_Buffer b;
+      luaL_buffinit(L, &b);
+      for (const char *q = p; q < colon; q++) luaL_addchar(&b, (char)tolower((unsigned char)*q));
+      luaL_pushresult(&b);
+      const char *v = colon + 1, *ve = eol;
+      while (v < ve && (*v == ' ' || *v == '\t')) v++;
+      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
+      lua_pushvalue(L, -1);
+      if (lua_rawget(L, -3) == LUA_TSTRING) {
+        lua_pushliteral(L, ", ");
+        lua_pushlstring(L, v, (size_t)(ve - v));
+        lua_concat(L, 3);
+      } else {
+        lua_pop(L, 1);
+        lua_pushlstring(L, v, (size_t)(ve - v));
+      }
+      lua_rawset(L, -3);
+    }
+    p = eol + 1;
+  }
+}
+
+/* Retry-After in seconds or as an HTTP date; -1 when absent or unreadable. */
+static double retry_after(lua_State *L, int hi, double now) {
+  double ra = -1;
+  if (lua_getfield(L, hi, "retry-after") == LUA_TSTRING) {
+    const char *v = lua_tostring(L, -1);
+    char *end;
+    double secs = strtod(v, &end);
+    if (end != v && *end == '\0' && isdigit((unsigned char)v[0]))
+      ra = secs;
+    else {
+      time_t t = curl_getdate(v, NULL);
+      if (t != (time_t)-1) ra = fmax(0, (double)t - now);
+    }
+  }
+  lua_pop(L, 1);
+  return ra;
+}
+
+static double backoff(pc_client *c, lua_State *L, int ci, int retry) {
+  double step = fmin(c->backoff_max, c->backoff_base * pow(2, retry - 1));
+  return step / 2 + step / 2 * pc_random(L, ci); /* jitter keeps at least half of the step */
+}
+
+/* Adds the ids of the response (or, failing that, the ones we sent) to the error at the top. */
+static void add_ids(lua_State *L, int hi, int pi) {
+  static const char *const rid[] = {"ms-requestid", "request-id", "x-ms-request-id", "x-request-id", NULL};
+  static const char *const cid[] = {"ms-correlationid", "x-ms-correlation-id", "client-request-id", NULL};
+  const char *const *names[2] = {rid, cid};
+  const char *fields[2] = {"request_id", "correlation_id"};
+  for (int f = 0; f < 2; f++) {
+    int found = 0;
+    for (int i = 0; hi && !found && names[f][i]; i++) {
+      if (lua_getfield(L, hi, names[f][i]) == LUA_TSTRING) {
+        lua_setfield(L, -2, fields[f]);
+        found = 1;
+      } else
+        lua_pop(L, 1);
+    }
+    if (!found) {
+      if (lua_getfield(L, pi, fields[f]) == LUA_TSTRING) lua_setfield(L, -2, fields[f]);
+      else lua_pop(L, 1);
+    }
+  }
+}
+
+/* Reads code and message from an error body in any of the shapes the services use:
+ * OAuth {error, error_description}, OData {error: {code, message}}, Partner Center
+ * {code, description} and the throttling {statusCode, message}. Error table at -2, body at -1. */
+static void error_fields_from_body(lua_State *L) {
+  int top = lua_gettop(L);
+  int e = top - 1, t = top;
+  const char *code_field = NULL, *msg_field;
+  int ty = lua_getfield(L, t, "error");
+  if (ty == LUA_TSTRING) {
+    code_field = "error", msg_field = "error_description";
+  } else if (ty == LUA_TTABLE) {
+    t = lua_gettop(L);
+    code_field = "code", msg_field = "message";
+  } else {
+    lua_getfield(L, t, "code");
+    code_field = lua_isnil(L, -1) ? NULL : "code";
+    lua_getfield(L, t, "description");
+    msg_field = lua_isstring(L, -1) ? "description" : "message";
+  }
+  if (code_field) {
+    lua_getfield(L, t, code_field);
+    if (lua_isstring(L, -1)) { /* numbers become strings: codes are always strings */
+      lua_pushstring(L, lua_tostring(L, -1));
+      lua_setfield(L, e, "code");
+    }
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, t, msg_field);
+  if (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) > 0) lua_setfield(L, e, "message");
+  lua_settop(L, top);
+}
+
+typedef struct {
+  pc_kind kind;
+  int retryable;
+} pc_class;
+
+static pc_class classify_curl(CURLcode rc, pc_xfer *x) {
+  pc_class k = {PC_E_NETWORK, 0};
+  switch (rc) {
+  case CURLE_OPERATION_TIMEDOUT: {
+    /* a timeout before any connection is a connection failure; one after it is final,
+     * or a hung server would cost (max_retries + 1) * timeout */
+    curl_off_t connected = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_CONNECT_TIME_T, &connected);
+    k.kind = PC_E_TIMEOUT;
+    k.retryable = connected == 0;
+    break;
+  }
+  case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY: case CURLE_COULDNT_CONNECT:
+  case CURLE_SEND_ERROR: case CURLE_RECV_ERROR: case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE:
+  case CURLE_HTTP2: case CURLE_HTTP2_STREAM:
+    k.retryable = 1;
+    break;
+  case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION: case CURLE_SSL_CERTPROBLEM:
+  case CURLE_SSL_CIPHER: case CURLE_SSL_CACERT_BADFILE: case CURLE_SSL_ISSUER_ERROR:
+  case CURLE_SSL_PINNEDPUBKEYNOTMATCH: case CURLE_SSL_CRL_BADFILE: case CURLE_SSL_INVALIDCERTSTATUS:
+  case CURLE_SSL_ENGINE_NOTFOUND: case CURLE_SSL_ENGINE_SETFAILED: case CURLE_SSL_ENGINE_INITFAILED:
+  case CURLE_USE_SSL_FAILED: case CURLE_SSL_SHUTDOWN_FAILED:
+    k.kind = PC_E_TLS;
+    break;
+  case CURLE_FILESIZE_EXCEEDED:
+    k.kind = PC_E_LIMIT;
+    break;
+  case CURLE_WRITE_ERROR:
+    if (x->over_limit) k.kind = PC_E_LIMIT;
+    break;
+  case CURLE_BAD_CONTENT_ENCODING:
+    k.kind = PC_E_DECODE;
+    break;
+  default:
+    break;
+  }
+  return k;
+}
+
+static int retryable_status(long s) {
+  return s == 408 || s == 429 || s == 500 || s == 502 || s == 503 || s == 504;
+}
+
+typedef struct {
+  lua_State *L;
+  int ci, pi, res, terr; /* client, private tables, results, token errors by scope */
+  pc_client *c;
+  pc_req *rq;
+  int n, done, running;
+  int blocked; /* a due request waits for a free handle or for a token */
+} pc_batch;
+
+static void push_pi(pc_batch *b, int k) { lua_rawgeti(b->L, b->pi, k + 1); }
+
+/* Common fields of an error about request k; error table at the top. */
+static void decorate_error(pc_batch *b, int k, int hi) {
+  lua_State *L = b->L;
+  pc_req *r = &b->rq[k];
+  pc_set_str(L, "method", method_names[r->method]);
+  pc_push_safe_url(L, r->url);
+  lua_setfield(L, -2, "url");
+  pc_set_int(L, "attempts", r->attempts);
+  push_pi(b, k);
+  add_ids(L, hi, lua_gettop(L));
+  lua_pop(L, 1);
+  /* the message may quote a server's words: make sure none of our secrets is among them */
+  lua_getfield(L, -1, "message");
+  pc_redact_top(L, b->ci);
+  lua_setfield(L, -2, "message");
+}
+
+/* Stores the value at the top (a response or an error) as request k's result. */
+static void finish(pc_batch *b, int k, int ok) {
+  lua_State *L = b->L;
+  lua_createtable(L, 2, 0);
+  lua_rotate(L, -2, 1);
+  lua_rawseti(L, -2, ok ? 1 : 2);
+  lua_rawseti(L, b->res, k + 1);
+  b->rq[k].state = R_DONE;
+  b->done++;
+}
+
+static void emit_retry(pc_batch *b, int k, double wait, const char *reason, long status) {
+  lua_State *L = b->L;
+  pc_req *r = &b->rq[k];
+  lua_createtable(L, 0, 7);
+  pc_set_str(L, "type", "retry");
+  pc_set_str(L, "method", method_names[r->method]);
+  pc_push_safe_url(L, r->url);
+  lua_setfield(L, -2, "url");
+  pc_set_int(L, "attempt", r->attempts);
+  pc_set_num(L, "wait", wait);
+  pc_set_str(L, "reason", reason);
+  if (status > 0) pc_set_int(L, "status", status);
+  pc_emit(L, b->ci);
+}
+
+static void schedule(pc_batch *b, int k, double now, double wait) {
+  b->rq[k].not_before = now + wait;
+  b->rq[k].state = R_WAITING;
+}
+
+/* Decides what request k's finished attempt on x means: done, or another attempt later. */
+static void complete(pc_batch *b, int k, pc_xfer *x, CURLcode rc) {
+  lua_State *L = b->L;
+  pc_client *c = b->c;
+  pc_req *r = &b->rq[k];
+  long status = 0;
+  double elapsed = 0;
+  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &elapsed);
+  double now = pc_clock(L, b->ci);
+
+  lua_createtable(L, 0, 7);
+  pc_set_str(L, "type", "request");
+  pc_set_str(L, "method", method_names[r->method]);
+  pc_push_safe_url(L, r->url);
+  lua_setfield(L, -2, "url");
+  if (status > 0) pc_set_int(L, "status", status);
+  pc_set_int(L, "attempt", r->attempts);
+  pc_set_num(L, "elapsed", elapsed);
+  if (rc != CURLE_OK) pc_set_str(L, "error", curl_easy_strerror(rc));
+  pc_emit(L, b->ci);
+
+  if (rc != CURLE_OK) {
+    pc_class k2 = classify_curl(rc, x);
+    const char *why = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
+    if (x->oom) why = "out of memory", k2.retryable = 0;
+    if (k2.retryable && r->retries < c->max_retries) {
+      double wait = backoff(c, L, b->ci, ++r->retries);
+      emit_retry(b, k, wait, curl_easy_strerror(rc), 0);
+      schedule(b, k, now, wait);
+      return;
+    }
+    if (k2.kind == PC_E_LIMIT)
+      lua_pushfstring(L, "response larger than max_response_bytes (%I)", (LUAI_UACINT)c->max_response_bytes);
+    else
+      lua_pushstring(L, why);
+    pc_push_error(L, k2.kind, lua_tostring(L, -1));
+    lua_remove(L, -2);
+    pc_set_str(L, "curl_code", curl_easy_strerror(rc));
+    decorate_error(b, k, 0);
+    finish(b, k, 0);
+    return;
+  }
+
+  push_headers(L, x);
+  int hi = lua_gettop(L);
+  if (status >= 200 && status < 300) {
+    lua_createtable(L, 0, 6);
+    pc_set_int(L, "status", status);
+    lua_pushvalue(L, hi);
+    lua_setfield(L, -2, "headers");
+    pc_set_int(L, "attempts", r->attempts);
+    lua_pushstring(L, r->url);
+    lua_setfield(L, -2, "url");
+    if (r->decode && x->body.len > 0) {
+      if (!pc_json_decode(L, x->body.p, x->body.len)) {
+        lua_pushfstring(L, "response is not valid JSON (%s)", lua_tostring(L, -1));
+        pc_push_error(L, PC_E_DECODE, lua_tostring(L, -1));
+        pc_set_int(L, "status", status);
+        decorate_error(b, k, hi);
+        lua_replace(L, hi);
+        lua_settop(L, hi);
+        finish(b, k, 0);
+        return;
+      }
+      lua_setfield(L, -2, "data");
+    }
+    if (!r->sensitive) {
+      lua_pushlstring(L, x->body.p ? x->body.p : "", x->body.len);
+      lua_setfield(L, -2, "body");
+    }
+    lua_replace(L, hi);
+    finish(b, k, 1);
+    return;
+  }
+
+  char reason[64];
+  snprintf(reason, sizeof reason, "HTTP %ld", status);
+  if (status == 401 && r->scope && !r->renewed && pc_token_renewable(L, b->ci)) {
+    /* the token may have been revoked or expired early: a new one, once */
+    r->renewed = 1;
+    pc_token_drop(L, b->ci, r->scope);
+    emit_retry(b, k, 0, "HTTP 401: renewing the token", status);
+    schedule(b, k, now, 0);
+    lua_settop(L, hi - 1);
+    return;
+  }
+  double ra = retry_after(L, hi, now);
+  int over_cap = ra > c->retry_after_cap;
+  if (retryable_status(status) && !over_cap && r->retries < c->max_retries) {
+    double wait = fmax(backoff(c, L, b->ci, ++r->retries), ra);
+    emit_retry(b, k, wait, reason, status);
+    schedule(b, k, now, wait);
+    lua_settop(L, hi - 1);
+    return;
+  }
+
+  pc_kind kind = PC_E_HTTP;
+  if (status == 401 || status == 403) kind = PC_E_AUTH;
+  else if (status == 429) kind = PC_E_THROTTLED;
+  if (over_cap && retryable_status(status)) {
+    lua_pushfstring(L, "HTTP %d: the server asked to wait %d s, more than retry_after_cap (%d s)",
+                    (int)status, (int)ra, (int)c->retry_after_cap);
+  } else
+    lua_pushstring(L, reason);
+  pc_push_error(L, kind, lua_tostring(L, -1));
+  lua_remove(L, -2);
+  pc_set_int(L, "status", status);
+  if (ra >= 0) pc_set_num(L, "retry_after", ra);
+  if (x->body.len > 0 && pc_json_decode(L, x->body.p, x->body.len)) {
+    if (lua_istable(L, -1)) error_fields_from_body(L);
+    lua_pop(L, 1);
+  } else if (x->body.len > 0)
+    lua_pop(L, 1); /* not JSON: the message stays "HTTP n" */
+  if (over_cap && retryable_status(status)) { /* our explanation beats the server's text */
+    lua_pushfstring(L, "HTTP %d: the server asked to wait %d s, more than retry_after_cap (%d s)",
+                    (int)status, (int)ra, (int)c->retry_after_cap);
+    lua_setfield(L, -2, "message");
+  }
+  if (!r->sensitive && x->body.len > 0) {
+    lua_pushlstring(L, x->body.p, x->body.len < PC_ERRBODY_MAX ? x->body.len : PC_ERRBODY_MAX);
+    pc_redact_top(L, b->ci);
+    lua_setfield(L, -2, "body");
+  }
+  decorate_error(b, k, hi);
+  lua_replace(L, hi);
+  lua_settop(L, hi);
+  finish(b, k, 0);
+}
+
+/* ---- the loop ---- */
+
+static pc_xfer *free_xfer(pc_client *c) {
+  for (int i = 0; i < c->nxfers; i++)
+    if (!c->xfers[i].added) return &c->xfers[i];
+  return NULL;
+}
+
+/* Starts every waiting request that is due, as far as free handles allow. Tokens are fetched
+ * only while nothing runs, so that the token request can use the engine itself. */
+static void start_due(pc_batch *b) {
+  lua_State *L = b->L;
+  double now = pc_clock(L, b->ci);
+  b->blocked = 0;
+  for (int k = 0; k < b->n; k++) {
+    pc_req *r = &b->rq[k];
+    if (r->state != R_WAITING || r->not_before > now) continue;
+    if (r->scope && !pc_token_fresh(L, b->ci, r->scope)) {
+      if (b->running > 0) { /* after the running ones finish */
+        b->blocked = 1;
+        continue;
+      }
+      /* one refused token request answers every request of the batch with that scope */
+      int refused = lua_getfield(L, b->terr, r->scope) != LUA_TNIL;
+      if (!refused) {
+        lua_pop(L, 1);
+        if (!pc_token_fetch(L, b->ci, r->scope)) {
+          lua_pushvalue(L, -1);
+          lua_setfield(L, b->terr, r->scope);
+          refused = 1;
+        }
+      }
+      if (refused) {
+        finish(b, k, 0);
+        continue;
+      }
+      now = pc_clock(L, b->ci);
+    }
+    pc_xfer *x = free_xfer(b->c);
+    if (x == NULL) {
+      b->blocked = 1;
+      return;
+    }
+    push_pi(b, k);
+    const char *fail = start_attempt(L, b->ci, b->c, r, k, lua_gettop(L), x);
+    lua_pop(L, 1);
+    if (fail) {
+      pc_push_error(L, PC_E_NETWORK, fail);
+      decorate_error(b, k, 0);
+      finish(b, k, 0);
+      continue;
+    }
+    b->running++;
+  }
+}
+
+static double next_due(pc_batch *b) {
+  double t = HUGE_VAL;
+  for (int k = 0; k < b->n; k++)
+    if (b->rq[k].state == R_WAITING && b->rq[k].not_before < t) t = b->rq[k].not_before;
+  return t;
+}
+
+static void drain_messages(pc_batch *b) {
+  CURLMsg *m;
+  int left;
+  while ((m = curl_multi_info_read(b->c->multi, &left))) {
+    if (m->msg != CURLMSG_DONE) continue;
+    CURL *e = m->easy_handle;
+    CURLcode rc = m->data.result; /* read before the handle is removed */
+    char *priv = NULL;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
+    pc_xfer *x = (pc_xfer *)(void *)priv;
+    curl_multi_remove_handle(b->c->multi, e);
+    x->added = 0;
+    b->running--;
+    int k = x->req;
+    x->req = -1;
+    complete(b, k, x, rc);
+  }
+}
+
+void pc_run(lua_State *L, int ci, int ri) {
+  ci = lua_absindex(L, ci);
+  ri = lua_absindex(L, ri);
+  pc_batch b = {0};
+  b.L = L;
+  b.ci = ci;
+  b.c = pc_check_client(L, ci);
+  b.n = (int)luaL_len(L, ri);
+  luaL_checkstack(L, 24, NULL);
+  lua_createtable(L, b.n, 0);
+  b.pi = lua_gettop(L);
+  b.rq = lua_newuserdatauv(L, sizeof(pc_req) * (size_t)(b.n > 0 ? b.n : 1), 0);
+  for (int k = 0; k < b.n; k++) {
+    lua_rawgeti(L, ri, k + 1);
+    parse_request(L, ci, -1, &b.rq[k]);
+    lua_rawseti(L, b.pi, k + 1);
+    lua_pop(L, 1);
+    b.rq[k].state = R_WAITING;
+  }
+  lua_createtable(L, b.n, 0);
+  b.res = lua_gettop(L);
+  lua_newtable(L);
+  b.terr = lua_gettop(L);
+
+  while (b.done < b.n) {
+    start_due(&b);
+    if (b.done >= b.n) break;
+    if (b.running > 0) {
+      int still = 0;
+      curl_multi_perform(b.c->multi, &still);
+      drain_messages(&b);
+      if (b.running > 0) {
+        /* wake for the next retry that is due, unless it could not start anyway */
+        double wait = b.blocked ? 1.0 : next_due(&b) - pc_clock(L, ci);
+        long ms = wait > 1.0 ? 1000 : (wait < 0 ? 0 : (long)(wait * 1000));
+        curl_multi_poll(b.c->multi, NULL, 0, (int)ms, NULL);
+      }
+    } else {
+      double wait = next_due(&b) - pc_clock(L, ci);
+      if (wait > 0) pc_sleep(L, ci, wait);
+    }
+  }
+  lua_pushvalue(L, b.res);
+  lua_replace(L, b.pi);
+  lua_settop(L, b.pi);
+}

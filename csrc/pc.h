@@ -1,0 +1,132 @@
+/* partnercustomers.core: declarations shared by the C sources.
+ * Everything here has hidden visibility (the Makefile builds with -fvisibility=hidden);
+ * only luaopen_partnercustomers_core is exported. */
+#ifndef PC_H
+#define PC_H
+
+#include <stddef.h>
+#include <curl/curl.h>
+#include "lua.h"
+#include "lauxlib.h"
+
+#define PC_VERSION "0.1.0"
+#define PC_CLIENT_MT "partnercustomers.client"
+#define PC_ERROR_MT "partnercustomers.error"
+#define PC_MAX_PARALLEL 64
+#define PC_ERRBODY_MAX 2048
+
+/* Error kinds: one table keeps the names in one place (see API.md). */
+#define PC_ERROR_KINDS(X) \
+  X(NETWORK, "network")   \
+  X(TIMEOUT, "timeout")   \
+  X(TLS, "tls")           \
+  X(HTTP, "http")         \
+  X(AUTH, "auth")         \
+  X(THROTTLED, "throttled") \
+  X(DECODE, "decode")     \
+  X(PROTOCOL, "protocol") \
+  X(LIMIT, "limit")
+
+typedef enum {
+#define PC_KIND_ENUM(id, name) PC_E_##id,
+  PC_ERROR_KINDS(PC_KIND_ENUM)
+#undef PC_KIND_ENUM
+  PC_E_COUNT
+} pc_kind;
+
+/* A growable byte buffer owned by a transfer slot (freed with the client, never by a Lua unwind). */
+typedef struct {
+  char *p;
+  size_t len, cap;
+} pc_buf;
+
+/* One easy handle of the client's pool and what a transfer on it collects. */
+typedef struct {
+  CURL *easy;
+  struct curl_slist *hdrs; /* request headers of the current attempt */
+  pc_buf body;             /* decoded response body */
+  pc_buf rhdrs;            /* response header lines of the last response */
+  size_t max_bytes;
+  int over_limit;          /* the write callback refused more bytes */
+  int oom;                 /* an allocation failed inside a callback */
+  int added;               /* currently added to the multi handle */
+  int req;                 /* index of the batch request using it, or -1 */
+  char errbuf[CURL_ERROR_SIZE];
+} pc_xfer;
+
+typedef struct {
+  CURLM *multi;
+  CURLSH *share;
+  int closed;
+  int busy;
+  int nxfers;
+  /* options */
+  double timeout, connect_timeout, low_speed_time;
+  double retry_after_cap, backoff_base, backoff_max;
+  int max_retries;
+  size_t max_response_bytes;
+  unsigned long long rng; /* jitter, unless a random function is injected */
+  pc_xfer xfers[PC_MAX_PARALLEL];
+} pc_client;
+
+/* Uservalue slots of the client userdata. */
+enum { PC_UV_OPTS = 1, PC_UV_TOKENS = 2, PC_UV_COUNT = 2 };
+
+/* errors.c */
+void pc_error_open(lua_State *L);
+const char *pc_kind_name(pc_kind k);
+int pc_kind_valid(const char *name);
+/* Pushes a new error table of the given kind with the message; fields are added by the caller. */
+void pc_push_error(lua_State *L, pc_kind kind, const char *message);
+void pc_set_str(lua_State *L, const char *field, const char *value);
+void pc_set_int(lua_State *L, const char *field, lua_Integer value);
+void pc_set_num(lua_State *L, const char *field, lua_Number value);
+/* Pushes url without any user:password@ part. */
+void pc_push_safe_url(lua_State *L, const char *url);
+/* Replaces every secret the client knows (client index ci) in the string at the top; idempotent. */
+void pc_redact_top(lua_State *L, int ci);
+int pc_l_error(lua_State *L);
+int pc_l_is_error(lua_State *L);
+
+/* json.c */
+void pc_json_open(lua_State *L);
+/* Decodes s; pushes the value (nulls removed, integral numbers as integers) and returns 1,
+ * or pushes an error message and returns 0. */
+int pc_json_decode(lua_State *L, const char *s, size_t len);
+
+/* buf */
+int pc_buf_append(pc_buf *b, const char *p, size_t n);
+void pc_buf_free(pc_buf *b);
+
+/* http.c: the transfer engine */
+int pc_l_request(lua_State *L);
+int pc_l_batch(lua_State *L);
+/* Runs reqs (a Lua array at index ri) on client ci; pushes an array of results
+ * ({response} or {nil, err}). Raises only on misuse or on an error from a user hook. */
+void pc_run(lua_State *L, int ci, int ri);
+void pc_xfer_release(pc_client *c, pc_xfer *x);
+/* NULL when url may be requested (https, or http to loopback), else the reason it may not. */
+const char *pc_url_problem(const char *url, char *host, size_t hostlen);
+
+/* auth.c (called only while no transfer is running, so a token request may use the engine) */
+/* True when the bearer token for scope can be used as it is (no fetch needed). */
+int pc_token_fresh(lua_State *L, int ci, const char *scope);
+/* Fetches and caches a token for scope: returns 1, or pushes an error object and returns 0. */
+int pc_token_fetch(lua_State *L, int ci, const char *scope);
+/* Pushes the token to send for scope (cached, even if stale), or nil. */
+void pc_token_push(lua_State *L, int ci, const char *scope);
+void pc_token_drop(lua_State *L, int ci, const char *scope);
+/* True when a 401 can be answered by fetching a new token. */
+int pc_token_renewable(lua_State *L, int ci);
+/* True when the client has any credentials at all. */
+int pc_has_credentials(lua_State *L, int ci);
+
+/* core.c */
+pc_client *pc_check_client(lua_State *L, int idx);
+double pc_clock(lua_State *L, int ci);
+void pc_sleep(lua_State *L, int ci, double seconds);
+double pc_random(lua_State *L, int ci);
+/* Calls on_event with the table at the top (pops it); does nothing without a hook. */
+void pc_emit(lua_State *L, int ci);
+
+#endif
