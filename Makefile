@@ -20,14 +20,20 @@ SRC  = $(wildcard csrc/*.c)
 HDRS = $(wildcard csrc/*.h)
 SO   = build/partnercustomers/core.so
 
+# Flags above are read when make starts; `test` and `demo` install missing packages first and then
+# build in a sub-make, so that a fresh machine gets the right flags.
 # lua-http (the sandbox's server) is installed by Debian under the 5.1 tree only.
 LUA51_TREE ?= /usr/share/lua/5.1
 export LUA_PATH  := ./lua/?.lua;./lua/?/init.lua;./?.lua;;$(LUA51_TREE)/?.lua;$(LUA51_TREE)/?/init.lua
 export LUA_CPATH := ./build/?.so;;
 
-.PHONY: all test demo bench clean check-symbols asan valgrind examples
+.PHONY: all deps test demo bench clean check-symbols asan valgrind examples
 
 all: $(SO)
+
+# Debian packages, installed only when missing (see .ci/deps).
+deps:
+	@.ci/deps
 
 $(SO): $(SRC) $(HDRS) Makefile
 	@mkdir -p $(dir $@)
@@ -40,10 +46,12 @@ check-symbols: $(SO)
 	@if ldd $(SO) | grep -q liblua; then echo "$(SO) links liblua"; exit 1; fi
 	@echo "symbols ok: only luaopen_partnercustomers_core exported, no liblua"
 
-test: $(SO) check-symbols
+test: deps
+	@$(MAKE) --no-print-directory $(SO) check-symbols
 	$(LUA) $(BUSTED) $(BUSTED_ARGS)
 
-demo: $(SO)
+demo: deps
+	@$(MAKE) --no-print-directory $(SO)
 	@bin/with-sandbox bin/partnercustomers customers --source avepoint-v3 --format table
 
 examples: $(SO)

@@ -9,6 +9,10 @@
 #include "lua.h"
 #include "lauxlib.h"
 
+/* Everything declared below is internal to the shared object, whatever the build flags
+ * (the LuaRocks builtin backend passes none): only luaopen_partnercustomers_core is exported. */
+#pragma GCC visibility push(hidden)
+
 #define PC_VERSION "0.1.0"
 #define PC_CLIENT_MT "partnercustomers.client"
 #define PC_ERROR_MT "partnercustomers.error"
@@ -128,5 +132,7 @@ void pc_sleep(lua_State *L, int ci, double seconds);
 double pc_random(lua_State *L, int ci);
 /* Calls on_event with the table at the top (pops it); does nothing without a hook. */
 void pc_emit(lua_State *L, int ci);
+
+#pragma GCC visibility pop
 
 #endif
