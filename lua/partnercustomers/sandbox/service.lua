@@ -1,0 +1,498 @@
+-- What the sandbox answers, apart from sockets: `service:handle(request) -> response`.
+--
+-- request  = {method, path, query (raw), params (decoded query), headers (lower-case name ->
+--             value), body, base_url ("http://host:port" the client used)}
+-- response = {status, headers, body, delay = seconds to wait first,
+--             action = nil | "drop" | "hang" (with hang = seconds) | "shutdown"}
+
+local basexx = require "basexx"
+local json = require "partnercustomers.sandbox.json"
+local data = require "partnercustomers.sandbox.data"
+local faults = require "partnercustomers.sandbox.faults"
+
+local service = {}
+
+local Service = {}
+Service.__index = Service
+
+local ODATA_SCOPE = "partner.customers.read.all"
+local V3_SCOPE = "elements.customers.read.all"
+local SCOPES = {[ODATA_SCOPE] = true, [V3_SCOPE] = true}
+local V3_PATH = "/partner/external/v3/general/customers"
+local V3_MAX_PAGE_SIZE = 100
+local JSON_TYPE = "application/json; charset=utf-8"
+
+---------------------------------------------------------------------------------------------
+-- Encoding helpers
+
+local function url_decode(s)
+  s = s:gsub("%+", " ")
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- "a=1&b=2" -> {{key = "a", value = "1"}, ...}
+local function parse_pairs(s)
+  local list = {}
+  for part in s:gmatch("[^&]+") do
+    local key, value = part:match("^([^=]*)=?(.*)$")
+    list[#list + 1] = {key = url_decode(key), value = url_decode(value)}
+  end
+  return list
+end
+
+-- Query parameters: the first value of each name wins.
+function service.parse_query(query)
+  local params = {}
+  for _, p in ipairs(parse_pairs(query)) do
+    if params[p.key] == nil then params[p.key] = p.value end
+  end
+  return params
+end
+
+-- A form body; a parameter given twice is an error (RFC 6749, section 3.2).
+local function parse_form(body)
+  local form = {}
+  for _, p in ipairs(parse_pairs(body)) do
+    if form[p.key] ~= nil then
+      return nil, "parameter '" .. p.key .. "' is given more than once"
+    end
+    form[p.key] = p.value
+  end
+  return form
+end
+
+local function is_form(content_type)
+  return content_type ~= nil
+    and content_type:lower():match("^%s*application/x%-www%-form%-urlencoded%s*[;]?") ~= nil
+end
+
+-- The opaque $skiptoken of /partner/customers is the hex of "skip:<offset>".
+local function encode_skiptoken(offset)
+  return (("skip:" .. offset):gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+local function decode_skiptoken(token, count)
+  if #token > 40 or #token % 2 ~= 0 or not token:match("^%x+$") then return nil end
+  local text = token:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+  local offset = math.tointeger(tonumber(text:match("^skip:(%d+)$")))
+  if offset and offset <= count then return offset end
+  return nil
+end
+
+---------------------------------------------------------------------------------------------
+-- Responses
+
+local function reply(status, value, headers)
+  headers = headers or {}
+  headers["content-type"] = headers["content-type"] or JSON_TYPE
+  return {status = status, headers = headers, body = json.encode(value)}
+end
+
+local function oauth_error(code, description)
+  return reply(400, {error = code, error_description = description}, {["cache-control"] = "no-store"})
+end
+
+local function api_error(status, code, description)
+  return reply(status, {error = code, error_description = description})
+end
+
+local function unauthorized()
+  return reply(401, {error = "invalid_token"}, {["www-authenticate"] = 'Bearer error="invalid_token"'})
+end
+
+local function forbidden(scope)
+  return reply(403, {error = "insufficient_scope", error_description = "this call needs scope " .. scope},
+    {["www-authenticate"] = string.format('Bearer error="insufficient_scope", scope="%s"', scope)})
+end
+
+---------------------------------------------------------------------------------------------
+-- Tokens
+
+local function bearer_value(headers)
+  local auth = headers.authorization
+  local scheme, value = (auth or ""):match("^%s*(%S+)%s+(%S+)%s*$")
+  if scheme and scheme:lower() == "bearer" then return value end
+  return nil
+end
+
+-- HTTP Basic client authentication (RFC 6749, section 2.3.1): id and secret, form-encoded.
+local function basic_credentials(auth)
+  local encoded = (auth or ""):match("^%s*[Bb][Aa][Ss][Ii][Cc]%s+(%S+)%s*$")
+  local ok, decoded = pcall(basexx.from_base64, encoded or "")
+  local id, secret = (ok and decoded or ""):match("^([^:]*):(.*)$")
+  if not id then return nil end
+  return url_decode(id), url_decode(secret)
+end
+
+function Service:token_of(req)
+  local value = bearer_value(req.headers)
+  return value and self.tokens[value]
+end
+
+function Service:issue(scope)
+  self.issued = self.issued + 1
+  local value = self.random_hex(24)
+  self.tokens[value] = {serial = "t" .. self.issued, scope = scope,
+                        expires = self.clock() + self.cfg.token_ttl}
+  return value
+end
+
+-- Returns the token, or nil and the 401/403 answer.
+function Service:authorize(req, scope, rule)
+  local token = self:token_of(req)
+  if rule and rule.type == "expire_token" then
+    -- really expire it, so that a client that keeps using it keeps failing
+    if token then token.expires = self.clock() end
+    return nil, unauthorized()
+  end
+  if not token or token.revoked or self.clock() >= token.expires then
+    return nil, unauthorized()
+  end
+  if token.scope ~= scope then
+    return nil, forbidden(scope)
+  end
+  return token
+end
+
+---------------------------------------------------------------------------------------------
+-- The log
+
+local secret_params = {client_secret = true, client_assertion = true, refresh_token = true, password = true}
+
+local function redact_form(body)
+  return (body:gsub("([^&=]*)=([^&]*)", function(key)
+    if secret_params[url_decode(key)] then return key .. "=[redacted]" end
+  end))
+end
+
+local function describe_authorization(value, token)
+  local scheme = (value:match("^%s*(%S+)") or ""):lower()
+  if scheme == "bearer" then
+    return "Bearer " .. (token and token.serial or "[unknown]")
+  elseif scheme == "basic" then
+    return "Basic [redacted]"
+  end
+  return "[redacted]"
+end
+
+local function redact_headers(headers, token)
+  local out = {}
+  for name, value in pairs(headers) do
+    if name == "authorization" then
+      value = describe_authorization(value, token)
+    elseif name == "proxy-authorization" then
+      value = "[redacted]"
+    end
+    out[name] = value
+  end
+  return out
+end
+
+function Service:record(req, endpoint)
+  local token = self:token_of(req)
+  local body = req.body
+  if req.path == "/connect/token" or is_form(req.headers["content-type"]) then
+    body = redact_form(body)
+  end
+  local entry = {
+    method = req.method, path = req.path, query = req.query,
+    headers = redact_headers(req.headers, token), body = body,
+    token = token and token.serial, onboard_attempt = endpoint == "onboard",
+    time = math.floor((self.clock() - self.started) * 1000 + 0.5) / 1000, -- seconds, ms precision
+  }
+  self.log[#self.log + 1] = entry
+  return entry
+end
+
+---------------------------------------------------------------------------------------------
+-- AvePoint endpoints
+
+function Service:token_endpoint(req)
+  if not is_form(req.headers["content-type"]) then
+    return oauth_error("invalid_request", "expected an application/x-www-form-urlencoded body")
+  end
+  local form, err = parse_form(req.body)
+  if not form then
+    return oauth_error("invalid_request", err)
+  end
+  local id, secret = form.client_id, form.client_secret
+  local basic_id, basic_secret = basic_credentials(req.headers.authorization)
+  if basic_id then
+    if secret or (id and id ~= basic_id) then
+      return oauth_error("invalid_request", "client credentials given both in the body and in Basic")
+    end
+    id, secret = basic_id, basic_secret
+  end
+  if form.client_assertion and not secret then
+    return oauth_error("invalid_client", "the sandbox accepts client secrets only, not assertions")
+  end
+  if id ~= self.cfg.client_id or secret ~= self.cfg.client_secret then
+    return oauth_error("invalid_client", "unknown client or wrong client secret")
+  end
+  if form.grant_type ~= "client_credentials" then
+    return oauth_error("unsupported_grant_type", "only client_credentials is supported")
+  end
+  if not SCOPES[form.scope] then
+    return oauth_error("invalid_scope",
+      "ask for exactly one scope: " .. ODATA_SCOPE .. " or " .. V3_SCOPE)
+  end
+  return reply(200, {access_token = self:issue(form.scope), token_type = "Bearer",
+                     expires_in = self.cfg.token_ttl},
+    {["cache-control"] = "no-store", pragma = "no-cache"})
+end
+
+function Service:odata_customers(req, rule)
+  local _, denied = self:authorize(req, ODATA_SCOPE, rule)
+  if denied then return denied end
+  local list = self.customers
+  local offset = 0
+  if req.params["$skiptoken"] then
+    offset = decode_skiptoken(req.params["$skiptoken"], #list)
+    if not offset then return api_error(400, "invalid_request", "invalid $skiptoken") end
+  end
+  local size = self.cfg.odata_page_size
+  local value = json.array()
+  for i = offset + 1, math.min(offset + size, #list) do
+    value[#value + 1] = data.odata_view(list[i])
+  end
+  local base = req.base_url or self.base_url
+  local body = {["@odata.context"] = base .. "/partner/$metadata#Customers", value = value}
+  if offset + size < #list then
+    body["@odata.nextLink"] = base .. "/partner/customers?$skiptoken=" .. encode_skiptoken(offset + size)
+  end
+  if rule and rule.type == "next_link" then
+    body["@odata.nextLink"] = rule.link
+  end
+  return reply(200, body)
+end
+
+-- A v3 paging parameter: absent -> default; otherwise a decimal integer in 1..max.
+local function page_param(params, name, default, max)
+  local raw = params[name]
+  if raw == nil then return default end
+  local n = #raw <= 9 and raw:match("^%d+$") and math.tointeger(tonumber(raw))
+  if n and n >= 1 and n <= (max or math.maxinteger) then return n end
+  return nil
+end
+
+function Service:v3_page(req, rule, list)
+  local index = page_param(req.params, "pageIndex", 1)
+  if not index then
+    return api_error(400, "invalid_request", "pageIndex must be an integer >= 1")
+  end
+  local size = page_param(req.params, "pageSize", 100, V3_MAX_PAGE_SIZE)
+  if not size then
+    return api_error(400, "invalid_request", "pageSize must be an integer from 1 to " .. V3_MAX_PAGE_SIZE)
+  end
+  local first = (index - 1) * size
+  if rule and rule.type == "repeat_page" then first = 0 end
+  local page = json.array()
+  for i = first + 1, math.min(first + size, #list) do
+    page[#page + 1] = data.v3_view(list[i], self.cfg.v3_status)
+  end
+  local total = #list
+  if rule and rule.type == "wrong_total" then total = rule.total end
+  return reply(200, {data = page, metadata = {pageIndex = index, pageSize = size, totalCount = total}})
+end
+
+function Service:v3_get(req, rule)
+  local _, denied = self:authorize(req, V3_SCOPE, rule)
+  if denied then return denied end
+  return self:v3_page(req, rule, self.customers)
+end
+
+-- The customers a batch body selects, in the service's order; nil and a message when the
+-- body is not understood. No body, `{}` or an empty customerIds select everyone.
+function Service:select(body)
+  if not body:find("%S") then return self.customers end
+  local doc = json.decode(body)
+  if type(doc) ~= "table" or doc[1] ~= nil then
+    return nil, "the body must be a JSON object"
+  end
+  local ids = doc.customerIds
+  if ids == nil or ids == json.null then return self.customers end
+  if type(ids) ~= "table" or (next(ids) ~= nil and ids[1] == nil) then
+    return nil, "customerIds must be an array of strings"
+  end
+  if #ids == 0 then return self.customers end
+  local wanted = {}
+  for _, id in ipairs(ids) do
+    if type(id) ~= "string" then return nil, "customerIds must be an array of strings" end
+    wanted[id:lower()] = true
+  end
+  local out = {}
+  for _, c in ipairs(self.customers) do
+    if wanted[c.id] then out[#out + 1] = c end
+  end
+  return out
+end
+
+function Service:v3_batch(req, rule)
+  local _, denied = self:authorize(req, V3_SCOPE, rule)
+  if denied then return denied end
+  local list, err = self:select(req.body)
+  if not list then return api_error(400, "invalid_request", err) end
+  return self:v3_page(req, rule, list)
+end
+
+-- A POST to the v3 path without /batch creates a customer in the real service.
+function Service:onboard()
+  return reply(400, {error = "onboarding_not_supported"})
+end
+
+local routes = {
+  ["POST /connect/token"] = {endpoint = "token", handler = Service.token_endpoint},
+  ["GET /partner/customers"] = {endpoint = "odata", handler = Service.odata_customers},
+  ["GET " .. V3_PATH] = {endpoint = "v3", handler = Service.v3_get},
+  ["POST " .. V3_PATH .. "/batch"] = {endpoint = "v3", handler = Service.v3_batch},
+  ["POST " .. V3_PATH] = {endpoint = "onboard", handler = Service.onboard},
+}
+
+local allowed_methods = {
+  ["/connect/token"] = "POST", ["/partner/customers"] = "GET",
+  [V3_PATH] = "GET, POST", [V3_PATH .. "/batch"] = "POST",
+}
+
+local function not_found(req)
+  local allow = allowed_methods[req.path]
+  if allow then
+    return reply(405, {error = "method_not_allowed", error_description = "use " .. allow}, {allow = allow})
+  end
+  return api_error(404, "not_found", "no such endpoint")
+end
+
+---------------------------------------------------------------------------------------------
+-- Faults that replace the answer
+
+local replacing = {}
+
+function replacing.status(rule)
+  local body = rule.body or json.encode{error = "sandbox_fault",
+                                        error_description = "fault rule: HTTP " .. rule.status}
+  return {status = rule.status, body = body,
+          headers = {["content-type"] = rule.content_type or JSON_TYPE, ["retry-after"] = rule.retry_after}}
+end
+
+function replacing.html()
+  return {status = 200, headers = {["content-type"] = "text/html; charset=utf-8"}, body = faults.html_page}
+end
+
+function replacing.drop()
+  return {action = "drop"}
+end
+
+function replacing.hang(rule)
+  return {action = "hang", hang = rule.max}
+end
+
+function replacing.large(rule)
+  return {status = 200, headers = {["content-type"] = JSON_TYPE}, body = faults.large_body(rule.bytes)}
+end
+
+function replacing.gzip_bomb(rule)
+  local body, err = faults.gzip_bomb(rule.bytes)
+  if not body then return api_error(500, "sandbox_error", err) end
+  return {status = 200, headers = {["content-type"] = JSON_TYPE, ["content-encoding"] = "gzip"}, body = body}
+end
+
+function Service:answer(req, route, rule)
+  local replace = rule and replacing[rule.type]
+  if replace then return replace(rule) end
+  local res = route and route.handler(self, req, rule) or not_found(req)
+  if rule and rule.type == "malformed" then
+    res = {status = 200, headers = {["content-type"] = JSON_TYPE}, body = faults.truncate(res.body)}
+  elseif rule and rule.type == "slow" then
+    res.delay = rule.delay
+  end
+  return res
+end
+
+---------------------------------------------------------------------------------------------
+-- Admin endpoints (no auth, no log, no faults)
+
+local admin = {}
+
+admin["GET /_sandbox/log"] = function(self)
+  return reply(200, self.log)
+end
+
+admin["DELETE /_sandbox/log"] = function(self)
+  self.log = json.array()
+  return reply(200, {cleared = true})
+end
+
+admin["GET /_sandbox/faults"] = function(self)
+  return reply(200, faults.public(self.rules))
+end
+
+admin["PUT /_sandbox/faults"] = function(self, req)
+  local rules, err = faults.parse(req.body)
+  if not rules then
+    return api_error(400, "invalid_rules", err)
+  end
+  self.rules = rules
+  return reply(200, faults.public(rules))
+end
+
+admin["POST /_sandbox/revoke"] = function(self)
+  local n = 0
+  for _, token in pairs(self.tokens) do
+    if not token.revoked then n = n + 1 end
+    token.revoked = true
+  end
+  return reply(200, {revoked = n})
+end
+
+admin["GET /_sandbox/customers"] = function(self)
+  local out = json.array()
+  for i, c in ipairs(self.customers) do
+    out[i] = data.v3_view(c, "int")
+  end
+  return reply(200, out)
+end
+
+admin["POST /_sandbox/shutdown"] = function()
+  local res = reply(200, {shutdown = true})
+  res.action = "shutdown"
+  return res
+end
+
+local function is_admin(path)
+  return path == "/_sandbox" or path:sub(1, 10) == "/_sandbox/"
+end
+
+---------------------------------------------------------------------------------------------
+
+function Service:handle(req)
+  if is_admin(req.path) then
+    local handler = admin[req.method .. " " .. req.path]
+    return handler and handler(self, req) or api_error(404, "not_found", "no such admin endpoint")
+  end
+  local route = routes[req.method .. " " .. req.path]
+  local endpoint = route and route.endpoint or "other"
+  local entry = self:record(req, endpoint)
+  local rule = faults.take(self.rules, req, endpoint)
+  entry.fault = rule and rule.type
+  local res = self:answer(req, route, rule)
+  entry.status = res.status
+  return res
+end
+
+-- cfg: count, seed, client_id, client_secret, token_ttl, odata_page_size, v3_status,
+-- clock (function -> seconds), random_hex (function(nbytes) -> hex string), base_url.
+function service.new(cfg)
+  return setmetatable({
+    cfg = cfg,
+    clock = cfg.clock,
+    random_hex = cfg.random_hex,
+    started = cfg.clock(),
+    base_url = cfg.base_url,
+    customers = data.generate(cfg.count, cfg.seed),
+    tokens = {},
+    issued = 0,
+    log = json.array(),
+    rules = {},
+  }, Service)
+end
+
+return service
