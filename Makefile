@@ -70,7 +70,7 @@ asan:
 	$(MAKE) clean
 
 valgrind: $(SO)
-	valgrind --error-exitcode=3 --leak-check=full --errors-for-leak-kinds=definite \
+	valgrind --error-exitcode=3 --keep-debuginfo=yes --leak-check=full --errors-for-leak-kinds=definite \
 	  --suppressions=.ci/valgrind.supp $(LUA) $(BUSTED) $(BUSTED_ARGS)
 
 clean:

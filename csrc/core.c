@@ -356,7 +356,12 @@ __attribute__((visibility("default"))) int luaopen_partnercustomers_core(lua_Sta
   luaL_newlib(L, funcs);
   lua_pushliteral(L, "partnercustomers " PC_VERSION);
   lua_setfield(L, -2, "_VERSION");
-  lua_pushstring(L, curl_version());
+  /* built from curl_version_info: curl_version() also initialises libldap and libsasl, whose
+   * one-time allocations are never freed (valgrind reports them as definite leaks) */
+  curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
+  lua_pushfstring(L, "libcurl/%s%s%s%s%s", vi->version, vi->ssl_version ? " " : "",
+                  vi->ssl_version ? vi->ssl_version : "", vi->libz_version ? " zlib/" : "",
+                  vi->libz_version ? vi->libz_version : "");
   lua_setfield(L, -2, "curl_version");
   luaL_getmetatable(L, PC_ERROR_MT);
   lua_setfield(L, -2, "Error");
