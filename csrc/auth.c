@@ -96,7 +96,13 @@ static void cache(lua_State *L, int ci, const char *scope, double expires_in, co
   pc_set_str(L, "type", "token");
   pc_set_str(L, "scope", scope);
   pc_set_str(L, "source", source);
-  if (expires_in >= 0) pc_set_num(L, "expires_in", expires_in);
+  if (expires_in >= 0) {
+    lua_Integer whole;
+    if (lua_numbertointeger(expires_in, &whole) && (double)whole == expires_in)
+      pc_set_int(L, "expires_in", whole);
+    else
+      pc_set_num(L, "expires_in", expires_in);
+  }
   pc_emit(L, ci);
 }
 

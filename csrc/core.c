@@ -111,7 +111,10 @@ static int l_close(lua_State *L) {
 
 static int l_tostring(lua_State *L) {
   pc_client *c = luaL_checkudata(L, 1, PC_CLIENT_MT);
-  lua_pushfstring(L, "partnercustomers.client (%s)", c->closed ? "closed" : (void *)c);
+  if (c->closed)
+    lua_pushliteral(L, "partnercustomers.client (closed)");
+  else
+    lua_pushfstring(L, "partnercustomers.client (%p)", (void *)c);
   return 1;
 }
 

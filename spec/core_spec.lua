@@ -113,9 +113,10 @@ describe("partnercustomers.core", function()
   describe("lifecycle", function()
     it("closes idempotently; a closed client refuses to work", function()
       local c = core.new {}
+      assert.matches("^partnercustomers%.client %(0x%x+%)$", tostring(c))
       c:close()
       c:close()
-      assert.matches("closed", tostring(c))
+      assert.equal("partnercustomers.client (closed)", tostring(c))
       assert.has_error(function() c:request { url = sb.url .. "/_sandbox/customers" } end,
         "attempt to use a closed partnercustomers client")
     end)
@@ -485,6 +486,7 @@ describe("partnercustomers.core", function()
       assert.equal("HTTP 503", events[4].reason)
       assert.equal(SCOPE, events[2].scope)
       assert.equal(3600, events[2].expires_in)
+      assert.equal("integer", math.type(events[2].expires_in))
       local dump = ""
       for _, e in ipairs(events) do
         for k, v in pairs(e) do dump = dump .. k .. "=" .. tostring(v) .. ";" end

@@ -1,0 +1,466 @@
+-- The AvePoint Graph API client: pc.avepoint{...}.
+-- HTTP, retries, tokens and JSON decoding are the core's (partnercustomers.core); this layer builds
+-- the requests, checks the answers' shape, normalises customers and walks the pages.
+
+local core = require "partnercustomers.core"
+local job_status = require "partnercustomers.job_status"
+local util = require "partnercustomers.util"
+
+local misuse = util.misuse
+
+local ENVIRONMENTS = {
+  commercial = {
+    token_url = "https://identity.avepointonlineservices.com/connect/token",
+    base_url = "https://graph.avepointonlineservices.com",
+  },
+  gov = {
+    token_url = "https://identity-gov.avepointonlineservices.com/connect/token",
+    base_url = "https://graph-gov.avepointonlineservices.com",
+  },
+  aos2 = {
+    token_url = "https://identity-aos2.avepointonlineservices.com/connect/token",
+    base_url = "https://graph-aos2.avepointonlineservices.com",
+  },
+  fedramp = {
+    token_url = "https://identity.online15.net/connect/token",
+    base_url = "https://graphusgovapi.online15.net",
+  },
+}
+
+local SCOPE_PARTNER = "partner.customers.read.all"
+local SCOPE_V3 = "elements.customers.read.all"
+local PARTNER_PATH = "/partner/customers"
+local V3_PATH = "/partner/external/v3/general/customers"
+local MAX_PAGE_SIZE = 100
+
+local OPTIONS = {
+  client_id = util.string,
+  client_secret = util.string,
+  certificate = util.table,
+  access_token = util.header_string,
+  token = util.func,
+  environment = util.one_of { "commercial", "gov", "aos2", "fedramp" },
+  base_url = util.url,
+  token_url = util.url,
+  -- ranges as the core takes them
+  timeout = util.number { min = 0.001, max = 86400 },
+  connect_timeout = util.number { min = 0.001, max = 3600 },
+  max_retries = util.number { integer = true, min = 0, max = 10 },
+  max_parallel = util.number { integer = true, min = 1, max = 64 },
+  max_response_bytes = util.number { integer = true, min = 1, max = math.tointeger(1e12) },
+  ca_file = util.string,
+  proxy = util.string,
+  user_agent = util.header_string,
+  on_event = util.func,
+  -- additions to API.md's list: injected time, for tests and for callers with their own event loop
+  clock = util.func,
+  sleep = util.func,
+  -- addition: the default v3 call of this client's methods
+  v3 = util.one_of { "get", "batch" },
+}
+
+-- Passed to core.new as they are.
+local CORE_OPTIONS = { "timeout", "connect_timeout", "max_retries", "max_parallel",
+                       "max_response_bytes", "ca_file", "proxy", "user_agent", "on_event",
+                       "clock", "sleep" }
+
+local page_size = util.number { integer = true, min = 1, max = MAX_PAGE_SIZE }
+local page_index = util.number { integer = true, min = 1, max = math.maxinteger,
+                                 expected = "a positive integer" }
+local V3_OPTIONS = {
+  customer_ids = util.string_array,
+  v3 = OPTIONS.v3,
+}
+local PAGING_OPTIONS = {
+  customer_ids = util.string_array,
+  v3 = OPTIONS.v3,
+  page_size = page_size,
+}
+local ALL_OPTIONS = {
+  customer_ids = util.string_array,
+  v3 = OPTIONS.v3,
+  page_size = page_size,
+  parallel = util.number { integer = true, min = 1, max = 64 },
+  progress = util.func,
+}
+
+local Avepoint = { __name = "partnercustomers.avepoint" }
+local methods = {}
+Avepoint.__index = methods
+
+------------------------------------------------------------------------------------------------
+-- Construction
+
+-- Which of the four ways to authenticate the options use (names for messages).
+local function credential_ways(o)
+  local ways = {}
+  if o.certificate then
+    ways[#ways + 1] = "certificate"
+    if o.client_secret then ways[#ways + 1] = "client_secret" end
+  elseif o.client_id or o.client_secret then
+    ways[#ways + 1] = o.client_id and o.client_secret and "client_id + client_secret"
+                      or o.client_id and "client_id" or "client_secret"
+  end
+  if o.access_token then ways[#ways + 1] = "access_token" end
+  if o.token then ways[#ways + 1] = "token" end
+  return ways
+end
+
+local function new(opts)
+  local o = util.options(opts, OPTIONS, "pc.avepoint", 2)
+
+  local ways = credential_ways(o)
+  if #ways == 0 then
+    misuse(2, "pc.avepoint needs credentials: client_id + client_secret, certificate, "
+              .. "access_token or token")
+  elseif #ways > 1 then
+    misuse(2, "pc.avepoint takes one kind of credentials, got %s", table.concat(ways, " and "))
+  elseif o.certificate then
+    misuse(2, "pc.avepoint: option 'certificate' is not supported yet; "
+              .. "use client_id + client_secret, access_token or token")
+  elseif o.client_id and not o.client_secret then
+    misuse(2, "pc.avepoint: option 'client_id' needs option 'client_secret'")
+  elseif o.client_secret and not o.client_id then
+    misuse(2, "pc.avepoint: option 'client_secret' needs option 'client_id'")
+  end
+
+  local env = ENVIRONMENTS[o.environment or "commercial"]
+  local copts = {}
+  for _, k in ipairs(CORE_OPTIONS) do copts[k] = o[k] end
+  if o.client_secret then
+    copts.client_credentials = {
+      token_url = o.token_url or env.token_url,
+      client_id = o.client_id,
+      client_secret = o.client_secret,
+    }
+  else
+    copts.access_token, copts.token = o.access_token, o.token
+  end
+
+  local client = core.new(copts)
+  return setmetatable({
+    _client = client,
+    _base = o.base_url or env.base_url,
+    _on_event = o.on_event,
+    _v3 = o.v3 or "get",
+    _closed = false,
+  }, Avepoint)
+end
+
+local function check_self(self, name, level)
+  if getmetatable(self) ~= Avepoint then
+    misuse(level + 1, "%s: call it as ave:%s(...)", name, name)
+  end
+  if self._closed then
+    misuse(level + 1, "%s: attempt to use a closed AvePoint client", name)
+  end
+end
+
+------------------------------------------------------------------------------------------------
+-- Answers
+
+local function protocol_error(req, resp, fmt, ...)
+  return core.error {
+    kind = "protocol",
+    method = req.method,
+    url = req.url,
+    status = resp.status,
+    attempts = resp.attempts,
+    message = fmt:format(...),
+  }
+end
+
+-- Moves t.Id (any case) to t.id when t.id is absent.
+local function lower_key(t, key)
+  if t[key] ~= nil then return end
+  for k, v in pairs(t) do
+    if type(k) == "string" and k:lower() == key then
+      t[k] = nil
+      t[key] = v
+      return -- t[key] is new, so the traversal must stop here
+    end
+  end
+end
+
+local function is_object(v)
+  return type(v) == "table" and (next(v) == nil or not util.is_array(v))
+end
+
+-- Normalises customer c in place (see API.md); returns nil and a reason when it has the wrong shape.
+local function normalise(c, v3)
+  if not is_object(c) then return nil, "is not an object" end
+  local code = c.jobStatus ~= nil and job_status.code(c.jobStatus)
+  if code then
+    c.jobStatus, c.jobStatusCode = job_status.labels[code], code
+  else
+    c.jobStatusCode = nil -- an unknown status keeps its raw value and has no code
+  end
+  c.managementMode = util.to_integer(c.managementMode) or c.managementMode
+
+  local tenants = c.tenants
+  if tenants == nil then
+    if v3 then c.tenants = {} end
+  elseif type(tenants) ~= "table" or not util.is_array(tenants) then
+    return nil, "has tenants that are not an array"
+  else
+    for _, t in ipairs(tenants) do
+      if not is_object(t) then return nil, "has a tenant that is not an object" end
+      lower_key(t, "id")
+      lower_key(t, "name")
+    end
+  end
+  return c
+end
+
+-- Checks that body[field] is an array of customers (absent = empty) and normalises them.
+local function customers_of(body, field, v3, req, resp)
+  if not is_object(body) then
+    return nil, protocol_error(req, resp, "expected a JSON object (%s)",
+                               type(body) == "table" and "got an array" or util.got(body))
+  end
+  local list = body[field]
+  if list == nil then return {} end
+  if type(list) ~= "table" or not util.is_array(list) then
+    return nil, protocol_error(req, resp, '"%s" is not an array', field)
+  end
+  for i, c in ipairs(list) do
+    local ok, why = normalise(c, v3)
+    if not ok then return nil, protocol_error(req, resp, "customer %d %s", i, why) end
+  end
+  return list
+end
+
+local function emit_page(self, page)
+  local hook = self._on_event
+  if hook then
+    hook { type = "page", page_index = page.page_index, count = #page.customers,
+           total_count = page.total_count }
+  end
+end
+
+------------------------------------------------------------------------------------------------
+-- /partner/customers
+
+-- Resolves an @odata.nextLink against the URL it came with; only the same scheme, host and port.
+local function resolve_link(current, link)
+  if type(link) ~= "string" then return nil, "is not a string" end
+  local cur = util.parse_url(current)
+  if link:match("^/[^/]") then
+    return current:match("^[^:]+://[^/?#]*") .. link
+  end
+  local u, why = util.parse_url(link)
+  if not u then return nil, "is not usable: " .. why end
+  if util.origin(u) ~= util.origin(cur) then
+    return nil, ("points to %s, not to %s"):format(util.origin(u), util.origin(cur))
+  end
+  return link
+end
+
+function methods:customers(opts)
+  check_self(self, "customers", 2)
+  util.options(opts, {}, "customers", 2)
+  local req = { method = "GET", url = self._base .. PARTNER_PATH, scope = SCOPE_PARTNER,
+                headers = { Accept = "application/json" }, decode = true }
+  local visited = { [req.url] = true }
+  local all, index = {}, 0
+  while true do
+    local resp, err = self._client:request(req)
+    if not resp then return nil, err end
+    local list, perr = customers_of(resp.data, "value", false, req, resp)
+    if not list then return nil, perr end
+    table.move(list, 1, #list, #all + 1, all)
+    index = index + 1
+    emit_page(self, { page_index = index, customers = list })
+
+    local link = resp.data["@odata.nextLink"]
+    if link == nil then return all end
+    local url, why = resolve_link(req.url, link)
+    if not url then
+      return nil, protocol_error(req, resp, "@odata.nextLink %s", why)
+    elseif visited[url] then
+      return nil, protocol_error(req, resp, "@odata.nextLink repeats a page already read")
+    end
+    visited[url] = true
+    req.url = url
+  end
+end
+
+------------------------------------------------------------------------------------------------
+-- v3
+
+local function v3_request(self, index, size, v3, ids)
+  local query = ("?pageIndex=%d&pageSize=%d"):format(index, size)
+  local headers = { Accept = "application/json" }
+  if v3 == "batch" then
+    -- A POST to V3_PATH itself onboards a customer: the only POST this module makes is here,
+    -- always to /batch.
+    headers["Content-Type"] = "application/json"
+    return { method = "POST", url = self._base .. V3_PATH .. "/batch" .. query, headers = headers,
+             body = ids and util.json_encode { customerIds = ids } or "{}",
+             scope = SCOPE_V3, decode = true }
+  end
+  return { method = "GET", url = self._base .. V3_PATH .. query, headers = headers,
+           scope = SCOPE_V3, decode = true }
+end
+
+-- Fetches one page. Returns the page and, for the pager, {req, resp, size = the page size in
+-- effect}, or nil, err.
+local function fetch_page(self, index, size, o)
+  local req = v3_request(self, index, size, o.v3, o.customer_ids)
+  local resp, err = self._client:request(req)
+  if not resp then return nil, err end
+  local list, perr = customers_of(resp.data, "data", true, req, resp)
+  if not list then return nil, perr end
+
+  local meta, total = resp.data.metadata, nil
+  if meta ~= nil and not is_object(meta) then
+    return nil, protocol_error(req, resp, '"metadata" is not an object')
+  end
+  meta = meta or {}
+  if meta.totalCount ~= nil then
+    total = util.to_integer(meta.totalCount)
+    if not total or total < 0 then
+      return nil, protocol_error(req, resp, '"metadata.totalCount" is not a count')
+    end
+  end
+  -- A service that caps the page size below the one asked for says so in metadata.pageSize;
+  -- a page of that size is then full, not short.
+  local effective = util.to_integer(meta.pageSize)
+  if not effective or effective < 1 or effective > size then effective = size end
+
+  local page = { customers = list, page_index = index, page_size = size, total_count = total }
+  return page, { req = req, resp = resp, size = effective }
+end
+
+-- Resolves the v3 call and checks customer_ids against it.
+local function v3_options(self, opts, spec, what, level)
+  local o = util.options(opts, spec, what, level + 1)
+  o.v3 = o.v3 or self._v3
+  if o.customer_ids and o.v3 ~= "batch" then
+    misuse(level + 1, '%s: option \'customer_ids\' needs v3 = "batch" (GET cannot select customers)',
+           what)
+  end
+  o.page_size = o.page_size or MAX_PAGE_SIZE
+  return o
+end
+
+function methods:customer_page(index, size, opts)
+  check_self(self, "customer_page", 2)
+  local i, expected = page_index(index == nil and 1 or index)
+  if not i then
+    misuse(2, "customer_page: page_index must be %s (%s)", expected, util.got(index, true))
+  end
+  local s
+  s, expected = page_size(size == nil and MAX_PAGE_SIZE or size)
+  if not s then
+    misuse(2, "customer_page: page_size must be %s (%s)", expected, util.got(size, true))
+  end
+  local o = v3_options(self, opts, V3_OPTIONS, "customer_page", 2)
+
+  local page, err = fetch_page(self, i, s, o)
+  if not page then return nil, err end
+  emit_page(self, page)
+  return page
+end
+
+-- The paging walk shared by pages, each_customer and all_customers. The returned function gives
+-- page, is_last; nil at the end (an empty page ends the walk and is not returned); or nil, err.
+-- Nothing advances on a failure, so calling it again retries the same page.
+local function pager(self, o)
+  local index, seen, received, finished = 1, {}, 0, false
+  return function()
+    if finished then return nil end
+    local page, info = fetch_page(self, index, o.page_size, o)
+    if not page then return nil, info end
+
+    local raw, fresh = page.customers, {}
+    for _, c in ipairs(raw) do
+      local id = c.id
+      if id == nil or not seen[id] then
+        if id ~= nil then seen[id] = true end
+        fresh[#fresh + 1] = c
+      end
+    end
+    if #raw > 0 and #fresh == 0 then
+      return nil, protocol_error(info.req, info.resp,
+        "page %d repeats customers already received: the paging does not advance", index)
+    end
+
+    page.customers = fresh
+    received = received + #fresh
+    finished = #raw < info.size
+      or (page.total_count ~= nil and received >= page.total_count)
+    index = index + 1
+    emit_page(self, page)
+    if #raw == 0 then return nil end
+    return page, finished
+  end
+end
+
+-- Raises err as the iterators do (io.lines style): the error object itself, no position.
+local function raise_on_error(page, err)
+  if page == nil and err ~= nil then error(err, 0) end
+  return page
+end
+
+function methods:pages(opts)
+  check_self(self, "pages", 2)
+  local next_page = pager(self, v3_options(self, opts, PAGING_OPTIONS, "pages", 2))
+  return function()
+    return raise_on_error(next_page())
+  end
+end
+
+function methods:each_customer(opts)
+  check_self(self, "each_customer", 2)
+  local next_page = pager(self, v3_options(self, opts, PAGING_OPTIONS, "each_customer", 2))
+  local list, i = {}, 0
+  return function()
+    i = i + 1
+    while list[i] == nil do
+      local page = raise_on_error(next_page())
+      if page == nil then return nil end
+      list, i = page.customers, 1
+    end
+    return list[i]
+  end
+end
+
+-- Pages one after another for now; `parallel` is accepted for the concurrent version.
+function methods:all_customers(opts)
+  check_self(self, "all_customers", 2)
+  local o = v3_options(self, opts, ALL_OPTIONS, "all_customers", 2)
+  local next_page, progress = pager(self, o), o.progress
+  local all, done, told_last = {}, 0, false
+  while true do
+    local page, last = next_page()
+    if page == nil then
+      if last ~= nil then return nil, last end -- the error
+      -- the walk ended on an empty page: say that it is over
+      if progress and not told_last then progress(done, done) end
+      return all
+    end
+    table.move(page.customers, 1, #page.customers, #all + 1, all)
+    done = done + 1
+    if progress then
+      local estimate = page.total_count
+        and math.max(done + 1, (page.total_count + o.page_size - 1) // o.page_size)
+      progress(done, last and done or estimate)
+      told_last = last
+    end
+  end
+end
+
+function methods:close()
+  if getmetatable(self) ~= Avepoint then misuse(2, "close: call it as ave:close()") end
+  if not self._closed then
+    self._closed = true
+    local client = self._client
+    self._client = nil
+    client:close()
+  end
+end
+
+Avepoint.__close = function(self) self:close() end
+
+return { new = new }

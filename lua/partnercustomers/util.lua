@@ -1,0 +1,267 @@
+-- Shared helpers of the Lua layer: misuse errors, option tables, URLs, a small JSON encoder.
+--
+-- Levels: every function that takes `level` counts it as error() does, from its own caller:
+-- level 1 blames the function that called it, level 2 that function's caller, and so on.
+-- Misuse must point at the user's line, so callers pass their own level + 1 and never call these
+-- in a tail position (a tail call removes the frame the level counts).
+
+local M = {}
+
+local PREFIX = "partnercustomers: "
+
+function M.misuse(level, fmt, ...)
+  error(PREFIX .. fmt:format(...), level + 1)
+end
+
+-- What a bad value was, for a message. Only numbers given where a number belongs are echoed:
+-- anything else may be a secret in the wrong place.
+local function got(v, numeric)
+  if numeric and type(v) == "number" then return "got " .. tostring(v) end
+  return "got " .. (math.type(v) or type(v))
+end
+M.got = got
+
+local NUMERIC = setmetatable({}, { __mode = "k" }) -- checkers made by M.number
+
+------------------------------------------------------------------------------------------------
+-- Checkers: function(v) -> value to store, or nil and what was expected ("a positive number").
+
+function M.string(v)
+  if type(v) == "string" and v ~= "" then return v end
+  return nil, "a non-empty string"
+end
+
+-- A string that can go into an HTTP header.
+function M.header_string(v)
+  if type(v) == "string" and v ~= "" and not v:find("[\r\n\0]") then return v end
+  return nil, "a non-empty string without CR, LF or NUL"
+end
+
+function M.func(v)
+  if type(v) == "function" then return v end
+  return nil, "a function"
+end
+
+function M.table(v)
+  if type(v) == "table" then return v end
+  return nil, "a table"
+end
+
+-- A number in [min, max]; with integer = true an integral value, returned as an integer
+-- (2.0 -> 2). r.expected replaces the generated description.
+function M.number(r)
+  local expected = r.expected
+    or ("%s from %s to %s"):format(r.integer and "an integer" or "a number", r.min, r.max)
+  local function check(v)
+    if type(v) ~= "number" then return nil, expected end
+    if r.integer then v = math.tointeger(v) end
+    if v and v >= r.min and v <= r.max then return v end -- NaN fails the comparisons
+    return nil, expected
+  end
+  NUMERIC[check] = true
+  return check
+end
+
+-- One of a few words, matched case-insensitively; returns the word as listed.
+function M.one_of(words)
+  local set = {}
+  for _, w in ipairs(words) do set[w:lower()] = w end
+  local expected = 'one of "' .. table.concat(words, '", "') .. '"'
+  return function(v)
+    local w = type(v) == "string" and set[v:lower()]
+    if w then return w end
+    return nil, expected
+  end
+end
+
+-- A non-empty array of non-empty strings, copied.
+function M.string_array(v)
+  local expected = "a non-empty array of non-empty strings"
+  if type(v) ~= "table" then return nil, expected end
+  local n, copy = 0, {}
+  for k in pairs(v) do
+    n = n + 1
+    local s = math.type(k) == "integer" and v[k]
+    if type(s) ~= "string" or s == "" then return nil, expected end
+    copy[k] = s
+  end
+  if n == 0 or #copy ~= n then return nil, expected end -- empty, or holes / non-integer keys
+  return copy
+end
+
+-- Reads the option table `opts` of `what` (a name such as "pc.avepoint") against `spec`
+-- ({key = checker}) and returns a validated copy. nil counts as an empty table.
+function M.options(opts, spec, what, level)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    M.misuse(level + 1, "%s expects an option table (%s)", what, got(opts))
+  end
+  for k in pairs(opts) do
+    if type(k) ~= "string" or spec[k] == nil then
+      M.misuse(level + 1, "%s: unknown option '%s'", what, tostring(k))
+    end
+  end
+  local copy = {}
+  for k, v in pairs(opts) do
+    local value, expected = spec[k](v)
+    if value == nil then
+      M.misuse(level + 1, "%s: option '%s' must be %s (%s)", what, k, expected,
+               got(v, NUMERIC[spec[k]]))
+    end
+    copy[k] = value
+  end
+  return copy
+end
+
+-- An integer from an integer, an integral float or a decimal string ("3", " -3 "); else nil.
+function M.to_integer(x)
+  if type(x) == "string" then
+    x = tonumber(x:match("^%s*(%-?%d+)%s*$"))
+  end
+  if type(x) ~= "number" then return nil end
+  return math.tointeger(x)
+end
+
+------------------------------------------------------------------------------------------------
+-- URLs
+
+local DEFAULT_PORT = { http = 80, https = 443 }
+
+-- Splits an absolute http(s) URL: {scheme, host, port (integer), path (with query)}.
+-- Returns nil and a reason for anything else, including a user:password@ part.
+function M.parse_url(s)
+  if type(s) ~= "string" then return nil, "not a string" end
+  local scheme, authority, rest = s:match("^(%a[%w+.%-]*)://([^/?#]*)(.*)$")
+  if not scheme then return nil, "not an absolute URL" end
+  scheme = scheme:lower()
+  if not DEFAULT_PORT[scheme] then return nil, "not an http(s) URL" end
+  if authority:find("@", 1, true) then return nil, "credentials do not belong in a URL" end
+  local host, port = authority:match("^(%[[%x:.]+%])(.*)$")
+  if not host then host, port = authority:match("^([%w._%-]+)(.*)$") end
+  if not host then return nil, "no valid host" end
+  if port == "" then
+    port = DEFAULT_PORT[scheme]
+  else
+    port = math.tointeger(tonumber(port:match("^:(%d+)$")))
+    if not port or port < 1 or port > 65535 then return nil, "bad port" end
+  end
+  return { scheme = scheme, host = host:lower(), port = port, path = rest }
+end
+
+function M.is_loopback(host)
+  if host == "localhost" or host == "[::1]" or host == "[0:0:0:0:0:0:0:1]" then return true end
+  local a, b, c, d = host:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if a ~= "127" then return false end
+  for _, octet in ipairs { b, c, d } do
+    if tonumber(octet) > 255 then return false end
+  end
+  return true
+end
+
+-- Checker for a base or token URL: https, or http to a loopback host; no query or fragment.
+-- Returns the URL without a trailing slash.
+function M.url(v)
+  local u, why = M.parse_url(v)
+  if u then
+    if u.path:find("[?#]") then
+      why = "a query or fragment is not allowed"
+    elseif u.scheme == "http" and not M.is_loopback(u.host) then
+      why = "plain http is allowed only to a loopback host"
+    else
+      return (v:gsub("/+$", ""))
+    end
+  end
+  return nil, "an https:// URL (or http:// to 127.0.0.1, ::1 or localhost): " .. why
+end
+
+-- The origin of a parsed URL, for same-host checks.
+function M.origin(u)
+  return ("%s://%s:%d"):format(u.scheme, u.host, u.port)
+end
+
+------------------------------------------------------------------------------------------------
+-- JSON encoding (the core decodes; encoding is needed only for request bodies and output).
+
+local ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
+                  ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
+
+local function quote(s)
+  return '"' .. s:gsub('[%c"\\]', function(c)
+    return ESCAPES[c] or ("\\u%04x"):format(c:byte())
+  end) .. '"'
+end
+
+-- Keys listed in `first` come first, in that order; the rest sorted, so output is stable.
+local function sorted_keys(t, first)
+  local keys, listed = {}, {}
+  for _, k in ipairs(first or {}) do
+    if t[k] ~= nil then keys[#keys + 1] = k; listed[k] = true end
+  end
+  local rest = {}
+  for k in pairs(t) do
+    if not listed[k] then rest[#rest + 1] = k end
+  end
+  table.sort(rest, function(a, b) return tostring(a) < tostring(b) end)
+  table.move(rest, 1, #rest, #keys + 1, keys)
+  return keys
+end
+
+-- True when the keys of t are exactly 1..#t (an empty table included).
+local function is_array(t)
+  local len, n = #t, 0
+  for k in pairs(t) do
+    if math.type(k) ~= "integer" or k < 1 or k > len then return false end
+    n = n + 1
+  end
+  return n == len
+end
+M.is_array = is_array
+
+-- `first`: keys that come first in every object, in that order (see format.lua).
+local function encode(v, out, first, depth)
+  local t = math.type(v) or type(v)
+  if t == "string" then
+    out[#out + 1] = quote(v)
+  elseif t == "integer" then
+    out[#out + 1] = ("%d"):format(v)
+  elseif t == "float" then
+    if v ~= v or v == math.huge or v == -math.huge then
+      out[#out + 1] = "null"
+    else
+      local s = ("%.14g"):format(v)
+      if tonumber(s) ~= v then s = ("%.17g"):format(v) end
+      out[#out + 1] = s
+    end
+  elseif t == "boolean" then
+    out[#out + 1] = tostring(v)
+  elseif t == "table" then
+    if depth > 64 then error(PREFIX .. "cannot encode JSON: nested too deeply (a cycle?)", 0) end
+    if is_array(v) then -- an empty table is an array: the empty tables we hold are lists
+      out[#out + 1] = "["
+      for i = 1, #v do
+        if i > 1 then out[#out + 1] = "," end
+        encode(v[i], out, first, depth + 1)
+      end
+      out[#out + 1] = "]"
+    else
+      out[#out + 1] = "{"
+      for i, k in ipairs(sorted_keys(v, first)) do
+        if i > 1 then out[#out + 1] = "," end
+        out[#out + 1] = quote(tostring(k))
+        out[#out + 1] = ":"
+        encode(v[k], out, first, depth + 1)
+      end
+      out[#out + 1] = "}"
+    end
+  else
+    error(PREFIX .. "cannot encode a " .. t .. " as JSON", 0)
+  end
+end
+
+function M.json_encode(v, first)
+  local out = {}
+  encode(v, out, first, 0)
+  return table.concat(out)
+end
+
+return M
