@@ -60,18 +60,22 @@ examples: $(SO)
 bench: $(SO)
 	$(LUA) bench/run.lua
 
-# The same specs against an ASan+UBSan build of the module (the interpreter preloads the runtime).
-asan:
-	$(MAKE) clean
-	$(MAKE) CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" $(SO)
+# The same specs against an ASan+UBSan build of the module, kept in its own directory so that it
+# never replaces the normal build (the interpreter is not instrumented: the runtime is preloaded).
+ASAN_SO = build-asan/partnercustomers/core.so
+$(ASAN_SO): $(SRC) $(HDRS) Makefile
+	@mkdir -p $(dir $@)
+	$(CC) $(MODFLAGS) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
+	  $(LUA_CFLAGS) $(CURL_CFLAGS) $(SRC) -o $@ $(LDFLAGS_MOD) $(CURL_LIBS)
+
+asan: $(ASAN_SO)
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=.ci/lsan.supp \
-	  $(LUA) $(BUSTED) $(BUSTED_ARGS)
-	$(MAKE) clean
+	  LUA_CPATH="./build-asan/?.so;;" $(LUA) $(BUSTED) --cpath="./build-asan/?.so" $(BUSTED_ARGS)
 
 valgrind: $(SO)
 	valgrind --error-exitcode=3 --keep-debuginfo=yes --leak-check=full --errors-for-leak-kinds=definite \
 	  --suppressions=.ci/valgrind.supp $(LUA) $(BUSTED) $(BUSTED_ARGS)
 
 clean:
-	rm -rf build
+	rm -rf build build-asan

@@ -532,6 +532,40 @@ describe("partnercustomers.core", function()
     end)
   end)
 
+  describe("proxy", function()
+    -- the sandbox answers absolute-form requests, so it serves as a forward proxy peer: its log
+    -- shows the full target URL only when the request came through it
+    local target = "http://127.0.0.5:7/_sandbox/customers"
+    local function proxied()
+      for _, e in ipairs(sb:log()) do
+        if e.path == target then return true end
+      end
+      return false
+    end
+
+    it("sends requests through the proxy option", function()
+      local c <close> = core.new { proxy = sb.url, max_retries = 0 }
+      local _, err = c:request { url = target }
+      assert.equal(404, err.status) -- the sandbox has no such route, but it got the request
+      assert.is_true(proxied())
+      local dead <close> = core.new { proxy = "http://127.0.0.1:1", max_retries = 0 }
+      local res
+      res, err = dead:request { url = sb.url .. "/_sandbox/customers" }
+      assert.is_nil(res)
+      assert.equal("network", err.kind)
+    end)
+
+    it("honours libcurl's http_proxy variable without the option", function()
+      local script = ("local c = require('partnercustomers.core').new { max_retries = 0 }; " ..
+        "local _, e = c:request { url = %q }; io.write(tostring(e and e.status))"):format(target)
+      local p = assert(io.popen(("env http_proxy=%s no_proxy= lua5.4 -e %q"):format(sb.url, script)))
+      local out = p:read("a")
+      p:close()
+      assert.equal("404", out)
+      assert.is_true(proxied())
+    end)
+  end)
+
   describe("TLS", function()
     local dir, server, port
     setup(function()
