@@ -61,7 +61,8 @@ bench: $(SO)
 	$(LUA) bench/run.lua
 
 # The same specs against an ASan+UBSan build of the module, kept in its own directory so that it
-# never replaces the normal build (the interpreter is not instrumented: the runtime is preloaded).
+# never replaces the normal build (the interpreter is not instrumented: the runtime is preloaded),
+# with the collector running all the time (pause 0), as luv does, to catch unanchored values.
 ASAN_SO = build-asan/partnercustomers/core.so
 $(ASAN_SO): $(SRC) $(HDRS) Makefile
 	@mkdir -p $(dir $@)
@@ -71,6 +72,7 @@ $(ASAN_SO): $(SRC) $(HDRS) Makefile
 asan: $(ASAN_SO)
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=.ci/lsan.supp \
+	  LUA_INIT='collectgarbage("incremental", 0, 1000)' \
 	  LUA_CPATH="./build-asan/?.so;;" $(LUA) $(BUSTED) --cpath="./build-asan/?.so" $(BUSTED_ARGS)
 
 valgrind: $(SO)
