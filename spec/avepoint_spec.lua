@@ -7,21 +7,8 @@ local cjson = require "cjson"
 local V3 = "/partner/external/v3/general/customers"
 local COUNT = 25
 
-local function fake_time()
-  local t = { now = 1700000000, sleeps = {} }
-  function t.clock() return t.now end
-  function t.sleep(s)
-    t.sleeps[#t.sleeps + 1] = s
-    t.now = t.now + s
-  end
-  return t
-end
-
-local function ids_of(list)
-  local ids = {}
-  for i, c in ipairs(list) do ids[i] = c.id end
-  return ids
-end
+local helpers = require "spec.helpers.util"
+local fake_time, ids_of = helpers.fake_time, helpers.ids_of
 
 local function api_requests(log)
   local out = {}

@@ -65,11 +65,7 @@ describe("partnercustomers command line", function()
     return rc, out.text(), err.text()
   end
 
-  local function ids(list)
-    local out = {}
-    for i, c in ipairs(list) do out[i] = c.id end
-    return out
-  end
+  local ids = require("spec.helpers.util").ids_of
 
   describe("formats", function()
     it("json: one array of every v3 customer", function()

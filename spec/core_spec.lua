@@ -7,16 +7,7 @@ local V3 = "/partner/external/v3/general/customers"
 local SCOPE = "elements.customers.read.all"
 local PSCOPE = "partner.customers.read.all"
 
--- A fake clock that only moves when the client sleeps: waits are asserted, never waited.
-local function fake_time(start)
-  local t = { now = start or 1700000000, sleeps = {} }
-  function t.clock() return t.now end
-  function t.sleep(s)
-    t.sleeps[#t.sleeps + 1] = s
-    t.now = t.now + s
-  end
-  return t
-end
+local fake_time = require("spec.helpers.util").fake_time
 
 local function count(log, pred)
   local n = 0

@@ -71,11 +71,7 @@ local function api_log(sb)
   return out
 end
 
-local function ids_of(list)
-  local ids = {}
-  for i, c in ipairs(list) do ids[i] = c.id end
-  return ids
-end
+local ids_of = require("spec.helpers.util").ids_of
 
 -- true when a v3 jobStatus value (any accepted form) names `code`
 local function names_code(value, code)
