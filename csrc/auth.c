@@ -15,12 +15,11 @@ static int opt_type(lua_State *L, int ci, const char *k) {
 }
 
 int pc_has_credentials(lua_State *L, int ci) {
-  return opt_type(L, ci, "access_token") == LUA_TSTRING || opt_type(L, ci, "token") == LUA_TFUNCTION ||
-         opt_type(L, ci, "client_secret") == LUA_TSTRING;
+  return opt_type(L, ci, "access_token") == LUA_TSTRING || pc_token_renewable(L, ci);
 }
 
 int pc_token_renewable(lua_State *L, int ci) {
-  return opt_type(L, ci, "token") == LUA_TFUNCTION || opt_type(L, ci, "client_secret") == LUA_TSTRING;
+  return opt_type(L, ci, "token") == LUA_TFUNCTION || opt_type(L, ci, "grant") == LUA_TSTRING;
 }
 
 /* Pushes the cache entry for scope (or nil). */
@@ -155,11 +154,54 @@ static int fetch_provider(lua_State *L, int ci, const char *scope) {
   return 1;
 }
 
-static int fetch_client_credentials(lua_State *L, int ci, const char *scope) {
+/* Builds the token request's form body for the client's grant (pushed). */
+static void push_form(lua_State *L, int o, const char *scope, int refresh) {
+  /* the strings stay pinned by the options table; a luaL_Buffer needs the stack to itself */
+  const char *v[5];
+  static const char *const keys[] = {"client_id", "client_secret", "refresh_token", "audience", "grant"};
+  for (int i = 0; i < 5; i++) {
+    lua_getfield(L, o, keys[i]);
+    v[i] = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  add_form(&b, "grant_type", v[4]);
+  if (refresh) add_form(&b, "refresh_token", v[2]);
+  add_form(&b, "client_id", v[0]);
+  if (v[1]) add_form(&b, "client_secret", v[1]);
+  /* Entra's v1 endpoint names the audience `resource`; OAuth 2.0 and Entra v2 say `scope` */
+  add_form(&b, v[3] && strcmp(v[3], "resource") == 0 ? "resource" : "scope", scope);
+  luaL_pushresult(&b);
+}
+
+/* The new refresh token of a rotation replaces the one held, and is handed to on_refresh_token
+ * before the access token is used, so that the caller can persist it. The one it replaces is
+ * kept (as refresh_token_prev) only so that it stays redacted from messages. */
+static void rotate_refresh_token(lua_State *L, int o, int d) {
+  if (lua_getfield(L, d, "refresh_token") != LUA_TSTRING || lua_rawlen(L, -1) == 0) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_getfield(L, o, "refresh_token");
+  lua_setfield(L, o, "refresh_token_prev");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, o, "refresh_token");
+  if (lua_getfield(L, o, "on_refresh_token") == LUA_TFUNCTION) {
+    lua_rotate(L, -2, 1);
+    lua_call(L, 1, 0); /* the caller's code: an error propagates (the new token is kept) */
+  } else
+    lua_pop(L, 2);
+}
+
+static int fetch_oauth(lua_State *L, int ci, const char *scope) {
   int top = lua_gettop(L);
   lua_getiuservalue(L, ci, PC_UV_OPTS);
   int o = lua_gettop(L);
-  luaL_Buffer b;
+  lua_getfield(L, o, "grant");
+  int refresh = strcmp(lua_tostring(L, -1), "refresh_token") == 0;
+  lua_pop(L, 1);
+
   lua_createtable(L, 1, 0); /* reqs */
   lua_createtable(L, 0, 5); /* the token request */
   lua_getfield(L, o, "token_url");
@@ -174,18 +216,7 @@ static int fetch_client_credentials(lua_State *L, int ci, const char *scope) {
   lua_pushliteral(L, "application/json");
   lua_setfield(L, -2, "Accept");
   lua_setfield(L, -2, "headers");
-  /* the strings stay pinned by the options table; a luaL_Buffer needs the stack to itself */
-  lua_getfield(L, o, "client_id");
-  const char *id = lua_tostring(L, -1);
-  lua_getfield(L, o, "client_secret");
-  const char *secret = lua_tostring(L, -1);
-  lua_pop(L, 2);
-  luaL_buffinit(L, &b);
-  add_form(&b, "grant_type", "client_credentials");
-  add_form(&b, "client_id", id);
-  add_form(&b, "client_secret", secret);
-  add_form(&b, "scope", scope);
-  luaL_pushresult(&b);
+  push_form(L, o, scope, refresh);
   lua_setfield(L, -2, "body");
   lua_rawseti(L, -2, 1);
 
@@ -219,10 +250,13 @@ static int fetch_client_credentials(lua_State *L, int ci, const char *scope) {
     lua_settop(L, top + 1);
     return 0;
   }
+  int tok = lua_gettop(L);
+  rotate_refresh_token(L, o, d);
   lua_getfield(L, d, "expires_in");
   double exp = expires_in_at(L, -1);
   lua_pop(L, 1);
-  cache(L, ci, scope, exp, "client_credentials");
+  lua_pushvalue(L, tok);
+  cache(L, ci, scope, exp, refresh ? "refresh_token" : "client_credentials");
   lua_settop(L, top);
   return 1;
 }
@@ -231,7 +265,7 @@ int pc_token_fetch(lua_State *L, int ci, const char *scope) {
   ci = lua_absindex(L, ci);
   pc_token_drop(L, ci, scope);
   if (opt_type(L, ci, "token") == LUA_TFUNCTION) return fetch_provider(L, ci, scope);
-  if (opt_type(L, ci, "client_secret") == LUA_TSTRING) return fetch_client_credentials(L, ci, scope);
+  if (opt_type(L, ci, "grant") == LUA_TSTRING) return fetch_oauth(L, ci, scope);
   pc_push_error(L, PC_E_AUTH, "the access token was refused and cannot be renewed");
   return 0;
 }

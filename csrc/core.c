@@ -3,8 +3,10 @@
  * then acquire the libcurl handles and store them at once; one idempotent release serves
  * close, __gc and __close. */
 #include <errno.h>
+#include <sys/random.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include "pc.h"
@@ -135,7 +137,8 @@ static const pc_opt options[] = {
   {"backoff_max", O_NUM, 0, 86400}, {"ca_file", O_STR, 0, 0}, {"proxy", O_STR, 0, 0},
   {"user_agent", O_STR, 0, 0}, {"clock", O_FN, 0, 0}, {"sleep", O_FN, 0, 0},
   {"random", O_FN, 0, 0}, {"on_event", O_FN, 0, 0}, {"access_token", O_STR, 0, 0},
-  {"token", O_FN, 0, 0}, {"client_credentials", O_TABLE, 0, 0}, {NULL, 0, 0, 0},
+  {"token", O_FN, 0, 0}, {"client_credentials", O_TABLE, 0, 0}, {"refresh_token", O_TABLE, 0, 0},
+  {NULL, 0, 0, 0},
 };
 
 static const char *const otype_names[] = {"a number", "an integer", "a string", "a function", "a table"};
@@ -163,21 +166,52 @@ static double num_opt(lua_State *L, int o, const char *k, double dflt) {
   return v;
 }
 
-/* client_credentials = { token_url, client_id, client_secret }, flattened into the options. */
-static void read_client_credentials(lua_State *L, int cc, int o) {
-  static const char *const keys[] = {"token_url", "client_id", "client_secret", NULL};
+/* The two OAuth grants the core performs, flattened into the options with `grant` set:
+ * client_credentials = { token_url, client_id, client_secret, audience? }
+ * refresh_token = { token_url, client_id, client_secret?, refresh_token, audience?, on_refresh_token? } */
+typedef struct {
+  const char *key;
+  int type; /* LUA_TSTRING or LUA_TFUNCTION */
+  int required;
+} pc_field;
+
+static const pc_field cc_fields[] = {
+  {"token_url", LUA_TSTRING, 1}, {"client_id", LUA_TSTRING, 1}, {"client_secret", LUA_TSTRING, 1},
+  {"audience", LUA_TSTRING, 0}, {NULL, 0, 0},
+};
+static const pc_field rt_fields[] = {
+  {"token_url", LUA_TSTRING, 1}, {"client_id", LUA_TSTRING, 1}, {"client_secret", LUA_TSTRING, 0},
+  {"refresh_token", LUA_TSTRING, 1}, {"audience", LUA_TSTRING, 0}, {"on_refresh_token", LUA_TFUNCTION, 0},
+  {NULL, 0, 0},
+};
+
+static void read_grant(lua_State *L, const char *grant, int t, int o) {
+  const pc_field *fields = strcmp(grant, "refresh_token") == 0 ? rt_fields : cc_fields;
   lua_pushnil(L);
-  while (lua_next(L, cc)) {
+  while (lua_next(L, t)) {
     lua_pop(L, 1);
     int ok = 0;
-    for (int i = 0; keys[i]; i++) ok |= lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), keys[i]) == 0;
-    if (!ok) luaL_error(L, "partnercustomers: unknown field in option 'client_credentials'");
+    for (const pc_field *f = fields; f->key; f++)
+      ok |= lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), f->key) == 0;
+    if (!ok) luaL_error(L, "partnercustomers: unknown field in option '%s'", grant);
   }
-  for (int i = 0; keys[i]; i++) {
-    if (lua_getfield(L, cc, keys[i]) != LUA_TSTRING || lua_rawlen(L, -1) == 0)
-      luaL_error(L, "partnercustomers: option 'client_credentials.%s' must be a non-empty string", keys[i]);
-    lua_setfield(L, o, keys[i]);
+  for (const pc_field *f = fields; f->key; f++) {
+    int ty = lua_getfield(L, t, f->key);
+    if (ty == LUA_TNIL && !f->required) {
+      lua_pop(L, 1);
+      continue;
+    }
+    if (ty != f->type || (ty == LUA_TSTRING && lua_rawlen(L, -1) == 0))
+      luaL_error(L, "partnercustomers: option '%s.%s' must be %s", grant, f->key,
+                 f->type == LUA_TSTRING ? "a non-empty string" : "a function");
+    lua_setfield(L, o, f->key);
   }
+  if (lua_getfield(L, o, "audience") == LUA_TSTRING && strcmp(lua_tostring(L, -1), "scope") != 0 &&
+      strcmp(lua_tostring(L, -1), "resource") != 0)
+    luaL_error(L, "partnercustomers: option '%s.audience' must be \"scope\" or \"resource\"", grant);
+  lua_pop(L, 1);
+  lua_pushstring(L, grant);
+  lua_setfield(L, o, "grant");
 }
 
 static int l_new(lua_State *L) {
@@ -213,10 +247,10 @@ static int l_new(lua_State *L) {
       luaL_error(L, "partnercustomers: option '%s' must be %s%s", k, otype_names[opt->type],
                  opt->type == O_STR ? " (not empty)" : "");
     }
-    if (strcmp(k, "access_token") == 0 || strcmp(k, "token") == 0 || strcmp(k, "client_credentials") == 0)
+    if (strcmp(k, "access_token") == 0 || strcmp(k, "token") == 0 || opt->type == O_TABLE)
       credentials++;
     if (opt->type == O_TABLE)
-      read_client_credentials(L, lua_gettop(L), o);
+      read_grant(L, k, lua_gettop(L), o);
     else {
       lua_pushvalue(L, -2);
       lua_pushvalue(L, -2);
@@ -225,11 +259,14 @@ static int l_new(lua_State *L) {
     lua_pop(L, 1);
   }
   if (credentials > 1)
-    luaL_error(L, "partnercustomers: give only one of 'access_token', 'token' and 'client_credentials'");
+    luaL_error(L, "partnercustomers: give only one of 'access_token', 'token', 'client_credentials' and 'refresh_token'");
   if (lua_getfield(L, o, "token_url") == LUA_TSTRING) {
     char host[256];
     const char *why = pc_url_problem(lua_tostring(L, -1), host, sizeof host);
-    if (why) luaL_error(L, "partnercustomers: option 'client_credentials.token_url' %s", why);
+    if (why) {
+      lua_getfield(L, o, "grant");
+      luaL_error(L, "partnercustomers: option '%s.token_url' %s", lua_tostring(L, -1), why);
+    }
   }
   lua_pop(L, 1);
 
@@ -318,6 +355,27 @@ static int run(lua_State *L, int single) {
 int pc_l_request(lua_State *L) { return run(L, 1); }
 int pc_l_batch(lua_State *L) { return run(L, 0); }
 
+/* core.uuid(): a random (version 4) GUID, as MS-RequestId and MS-CorrelationId want. */
+static int l_uuid(lua_State *L) {
+  unsigned char r[16];
+  size_t got = 0;
+  while (got < sizeof r) {
+    ssize_t n = getrandom(r + got, sizeof r - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return luaL_error(L, "partnercustomers: no random source (getrandom failed)");
+    }
+    got += (size_t)n;
+  }
+  r[6] = (unsigned char)((r[6] & 0x0f) | 0x40); /* version 4 */
+  r[8] = (unsigned char)((r[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+  char s[37];
+  snprintf(s, sizeof s, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2],
+           r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
+  lua_pushstring(L, s);
+  return 1;
+}
+
 static int l_now(lua_State *L) {
   lua_pushnumber(L, real_now());
   return 1;
@@ -338,7 +396,7 @@ static const luaL_Reg client_meta[] = {
 
 static const luaL_Reg funcs[] = {
   {"new", l_new}, {"error", pc_l_error}, {"is_error", pc_l_is_error},
-  {"now", l_now}, {"sleep", l_sleep}, {NULL, NULL},
+  {"now", l_now}, {"sleep", l_sleep}, {"uuid", l_uuid}, {NULL, NULL},
 };
 
 __attribute__((visibility("default"))) int luaopen_partnercustomers_core(lua_State *L) {

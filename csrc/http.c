@@ -399,9 +399,10 @@ static double backoff(pc_client *c, lua_State *L, int ci, int retry) {
 static void add_ids(lua_State *L, int hi, int pi) {
   static const char *const rid[] = {"ms-requestid", "request-id", "x-ms-request-id", "x-request-id", NULL};
   static const char *const cid[] = {"ms-correlationid", "x-ms-correlation-id", "client-request-id", NULL};
-  const char *const *names[2] = {rid, cid};
-  const char *fields[2] = {"request_id", "correlation_id"};
-  for (int f = 0; f < 2; f++) {
+  static const char *const cv[] = {"ms-cv", NULL};
+  const char *const *names[3] = {rid, cid, cv};
+  const char *fields[3] = {"request_id", "correlation_id", "cv"};
+  for (int f = 0; f < 3; f++) {
     int found = 0;
     for (int i = 0; hi && !found && names[f][i]; i++) {
       if (lua_getfield(L, hi, names[f][i]) == LUA_TSTRING) {
@@ -410,10 +411,13 @@ static void add_ids(lua_State *L, int hi, int pi) {
       } else
         lua_pop(L, 1);
     }
-    if (!found) {
+    /* else what the body said (Entra's correlation_id), else what we sent */
+    if (!found && lua_getfield(L, -1, fields[f]) == LUA_TNIL && f < 2) {
+      lua_pop(L, 1);
       if (lua_getfield(L, pi, fields[f]) == LUA_TSTRING) lua_setfield(L, -2, fields[f]);
       else lua_pop(L, 1);
-    }
+    } else if (!found)
+      lua_pop(L, 1);
   }
 }
 
@@ -446,6 +450,11 @@ static void error_fields_from_body(lua_State *L) {
   }
   lua_getfield(L, t, msg_field);
   if (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) > 0) lua_setfield(L, e, "message");
+  /* Entra's ids, for a support request; the response headers win where both exist */
+  static const char *const ids[] = {"trace_id", "correlation_id", NULL};
+  for (int i = 0; ids[i]; i++) {
+    if (lua_getfield(L, top, ids[i]) == LUA_TSTRING) lua_setfield(L, e, ids[i]);
+  }
   lua_settop(L, top);
 }
 
