@@ -9,6 +9,8 @@ CC         ?= cc
 LUA_CFLAGS  := $(shell $(PKG_CONFIG) --cflags lua5.4)
 CURL_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl)
 CURL_LIBS   := $(shell $(PKG_CONFIG) --libs libcurl)
+SSL_CFLAGS  := $(shell $(PKG_CONFIG) --cflags openssl)
+SSL_LIBS    := $(shell $(PKG_CONFIG) --libs libcrypto)
 
 CFLAGS  ?= -O2 -g
 # Only luaopen_partnercustomers_core is exported; Lua's symbols come from the host (no -llua).
@@ -37,7 +39,7 @@ deps:
 
 $(SO): $(SRC) $(HDRS) Makefile
 	@mkdir -p $(dir $@)
-	$(CC) $(MODFLAGS) $(CFLAGS) $(LUA_CFLAGS) $(CURL_CFLAGS) $(SRC) -o $@ $(LDFLAGS_MOD) $(LDFLAGS) $(CURL_LIBS)
+	$(CC) $(MODFLAGS) $(CFLAGS) $(LUA_CFLAGS) $(CURL_CFLAGS) $(SSL_CFLAGS) $(SRC) -o $@ $(LDFLAGS_MOD) $(LDFLAGS) $(CURL_LIBS) $(SSL_LIBS)
 
 # The exported symbols and the link line, as the brief requires them.
 check-symbols: $(SO)
@@ -67,7 +69,7 @@ ASAN_SO = build-asan/partnercustomers/core.so
 $(ASAN_SO): $(SRC) $(HDRS) Makefile
 	@mkdir -p $(dir $@)
 	$(CC) $(MODFLAGS) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined \
-	  $(LUA_CFLAGS) $(CURL_CFLAGS) $(SRC) -o $@ $(LDFLAGS_MOD) $(CURL_LIBS)
+	  $(LUA_CFLAGS) $(CURL_CFLAGS) $(SSL_CFLAGS) $(SRC) -o $@ $(LDFLAGS_MOD) $(CURL_LIBS) $(SSL_LIBS)
 
 asan: $(ASAN_SO)
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \

@@ -154,25 +154,71 @@ static int fetch_provider(lua_State *L, int ci, const char *scope) {
   return 1;
 }
 
-/* Builds the token request's form body for the client's grant (pushed). */
-static void push_form(lua_State *L, int o, const char *scope, int refresh) {
+/* Pushes the token request's form body for the client's grant. With a certificate, a fresh client
+ * assertion replaces the secret; with client_auth = "basic", the secret goes in the Authorization
+ * header (added to the headers table at index hi) instead of the body. Returns 0 (nothing pushed)
+ * when the assertion cannot be signed. */
+static int push_form(lua_State *L, int ci, int o, int hi, const char *scope, int refresh) {
+  pc_client *c = lua_touserdata(L, ci);
   /* the strings stay pinned by the options table; a luaL_Buffer needs the stack to itself */
-  const char *v[5];
-  static const char *const keys[] = {"client_id", "client_secret", "refresh_token", "audience", "grant"};
-  for (int i = 0; i < 5; i++) {
+  const char *v[7];
+  static const char *const keys[] = {"client_id", "client_secret", "refresh_token", "audience", "grant",
+                                     "token_url", "client_auth"};
+  for (int i = 0; i < 7; i++) {
     lua_getfield(L, o, keys[i]);
     v[i] = lua_tostring(L, -1);
     lua_pop(L, 1);
+  }
+  int basic = v[6] && strcmp(v[6], "basic") == 0;
+  int assertion = c->cert.key != NULL;
+  if (assertion) {
+    char jti[37];
+    if (!pc_uuid(jti) || !pc_cert_assertion(L, &c->cert, v[0], v[5], pc_clock(L, ci), jti)) return 0;
+    lua_setfield(L, o, "assertion"); /* pinned (and redacted) until the next one */
+    lua_getfield(L, o, "assertion");
+    v[1] = lua_tostring(L, -1); /* the assertion replaces the secret below */
+    lua_pop(L, 1);
+  }
+  if (basic) { /* RFC 6749 2.3.1: id and secret form-encoded, then joined for HTTP Basic */
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    add_form(&b, "", v[0]);
+    luaL_pushresult(&b);
+    luaL_buffinit(L, &b);
+    add_form(&b, "", v[1]);
+    luaL_pushresult(&b);
+    lua_pushfstring(L, "%s:%s", lua_tostring(L, -2) + 1, lua_tostring(L, -1) + 1); /* skip the '=' */
+    size_t n;
+    const unsigned char *raw = (const unsigned char *)lua_tolstring(L, -1, &n);
+    luaL_Buffer h;
+    luaL_buffinit(L, &h);
+    luaL_addstring(&h, "Basic ");
+    static const char a64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+      unsigned x = (unsigned)raw[i] << 16 | (i + 1 < n ? (unsigned)raw[i + 1] << 8 : 0) | (i + 2 < n ? raw[i + 2] : 0);
+      luaL_addchar(&h, a64[x >> 18 & 63]);
+      luaL_addchar(&h, a64[x >> 12 & 63]);
+      luaL_addchar(&h, i + 1 < n ? a64[x >> 6 & 63] : '=');
+      luaL_addchar(&h, i + 2 < n ? a64[x & 63] : '=');
+    }
+    luaL_pushresult(&h);
+    lua_setfield(L, hi, "Authorization");
+    lua_pop(L, 3);
   }
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   add_form(&b, "grant_type", v[4]);
   if (refresh) add_form(&b, "refresh_token", v[2]);
-  add_form(&b, "client_id", v[0]);
-  if (v[1]) add_form(&b, "client_secret", v[1]);
+  if (!basic) add_form(&b, "client_id", v[0]);
+  if (assertion) {
+    add_form(&b, "client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+    add_form(&b, "client_assertion", v[1]);
+  } else if (v[1] && !basic)
+    add_form(&b, "client_secret", v[1]);
   /* Entra's v1 endpoint names the audience `resource`; OAuth 2.0 and Entra v2 say `scope` */
   add_form(&b, v[3] && strcmp(v[3], "resource") == 0 ? "resource" : "scope", scope);
   luaL_pushresult(&b);
+  return 1;
 }
 
 /* The new refresh token of a rotation replaces the one held, and is handed to on_refresh_token
@@ -210,14 +256,19 @@ static int fetch_oauth(lua_State *L, int ci, const char *scope) {
   lua_setfield(L, -2, "method");
   lua_pushboolean(L, 1);
   lua_setfield(L, -2, "sensitive");
-  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, 3);
   lua_pushliteral(L, "application/x-www-form-urlencoded");
   lua_setfield(L, -2, "Content-Type");
   lua_pushliteral(L, "application/json");
   lua_setfield(L, -2, "Accept");
+  if (!push_form(L, ci, o, lua_gettop(L), scope, refresh)) {
+    pc_push_error(L, PC_E_AUTH, "cannot sign the client assertion");
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+    return 0;
+  }
+  lua_setfield(L, -3, "body");
   lua_setfield(L, -2, "headers");
-  push_form(L, o, scope, refresh);
-  lua_setfield(L, -2, "body");
   lua_rawseti(L, -2, 1);
 
   pc_run(L, ci, -1);

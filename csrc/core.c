@@ -93,6 +93,7 @@ static void release(pc_client *c) {
   c->multi = NULL;
   if (c->share) curl_share_cleanup(c->share);
   c->share = NULL;
+  pc_cert_free(&c->cert);
   c->closed = 1;
 }
 
@@ -176,8 +177,8 @@ typedef struct {
 } pc_field;
 
 static const pc_field cc_fields[] = {
-  {"token_url", LUA_TSTRING, 1}, {"client_id", LUA_TSTRING, 1}, {"client_secret", LUA_TSTRING, 1},
-  {"audience", LUA_TSTRING, 0}, {NULL, 0, 0},
+  {"token_url", LUA_TSTRING, 1}, {"client_id", LUA_TSTRING, 1}, {"client_secret", LUA_TSTRING, 0},
+  {"certificate", LUA_TTABLE, 0}, {"client_auth", LUA_TSTRING, 0}, {"audience", LUA_TSTRING, 0}, {NULL, 0, 0},
 };
 static const pc_field rt_fields[] = {
   {"token_url", LUA_TSTRING, 1}, {"client_id", LUA_TSTRING, 1}, {"client_secret", LUA_TSTRING, 0},
@@ -203,8 +204,25 @@ static void read_grant(lua_State *L, const char *grant, int t, int o) {
     }
     if (ty != f->type || (ty == LUA_TSTRING && lua_rawlen(L, -1) == 0))
       luaL_error(L, "partnercustomers: option '%s.%s' must be %s", grant, f->key,
-                 f->type == LUA_TSTRING ? "a non-empty string" : "a function");
+                 f->type == LUA_TSTRING ? "a non-empty string" : f->type == LUA_TTABLE ? "a table" : "a function");
     lua_setfield(L, o, f->key);
+  }
+  if (strcmp(grant, "client_credentials") == 0) {
+    lua_getfield(L, o, "client_secret");
+    lua_getfield(L, o, "certificate");
+    if (lua_isnil(L, -1) == lua_isnil(L, -2))
+      luaL_error(L, "partnercustomers: option 'client_credentials' needs exactly one of 'client_secret' and 'certificate'");
+    lua_pop(L, 2);
+    if (lua_getfield(L, o, "client_auth") == LUA_TSTRING) {
+      const char *ca = lua_tostring(L, -1);
+      if (strcmp(ca, "post") != 0 && strcmp(ca, "basic") != 0)
+        luaL_error(L, "partnercustomers: option 'client_credentials.client_auth' must be \"post\" or \"basic\"");
+      lua_getfield(L, o, "client_secret");
+      if (lua_isnil(L, -1))
+        luaL_error(L, "partnercustomers: option 'client_credentials.client_auth' applies to a client_secret only");
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
   }
   if (lua_getfield(L, o, "audience") == LUA_TSTRING && strcmp(lua_tostring(L, -1), "scope") != 0 &&
       strcmp(lua_tostring(L, -1), "resource") != 0)
@@ -212,6 +230,57 @@ static void read_grant(lua_State *L, const char *grant, int t, int o) {
   lua_pop(L, 1);
   lua_pushstring(L, grant);
   lua_setfield(L, o, "grant");
+}
+
+/* certificate = { key = "key.pem", cert = "cert.pem" } or { pfx = "app.pfx" }, with password, alg
+ * ("RS256" or "PS256") and x5t_s256 (boolean). Loaded once, into the client, after every other
+ * option is read (the expiry check uses the client's clock). */
+static void load_certificate(lua_State *L, pc_client *c, int ci, int t) {
+  static const char *const keys[] = {"key", "cert", "pfx", "password", "alg", "x5t_s256", NULL};
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    lua_pop(L, 1);
+    int ok = 0;
+    for (int i = 0; keys[i]; i++) ok |= lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), keys[i]) == 0;
+    if (!ok) luaL_error(L, "partnercustomers: unknown field in option 'certificate'");
+  }
+  pc_cert_files f = {0};
+  const char **slot[4] = {&f.key, &f.cert, &f.pfx, &f.password};
+  for (int i = 0; i < 4; i++) {
+    int ty = lua_getfield(L, t, keys[i]); /* the strings stay pinned by the table */
+    if (ty != LUA_TNIL && (ty != LUA_TSTRING || lua_rawlen(L, -1) == 0))
+      luaL_error(L, "partnercustomers: option 'certificate.%s' must be a non-empty string", keys[i]);
+    *slot[i] = lua_tostring(L, -1);
+    lua_pop(L, 1);
+  }
+  if (f.pfx ? (f.key || f.cert) : !(f.key && f.cert))
+    luaL_error(L, "partnercustomers: option 'certificate' takes either 'pfx', or 'key' and 'cert'");
+  int ps256 = 0;
+  if (lua_getfield(L, t, "alg") != LUA_TNIL) {
+    const char *alg = lua_tostring(L, -1);
+    if (alg == NULL || (strcmp(alg, "RS256") != 0 && strcmp(alg, "PS256") != 0))
+      luaL_error(L, "partnercustomers: option 'certificate.alg' must be \"RS256\" or \"PS256\"");
+    ps256 = strcmp(alg, "PS256") == 0;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, t, "x5t_s256");
+  int s256 = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (f.password) { /* a secret like the others: kept out of every message */
+    lua_getiuservalue(L, ci, PC_UV_OPTS);
+    lua_pushstring(L, f.password);
+    lua_setfield(L, -2, "cert_password");
+    lua_pop(L, 1);
+  }
+  double now = pc_clock(L, ci);
+  char err[512];
+  const char *why = pc_cert_load(&c->cert, &f, now, err, sizeof err);
+  if (why) {
+    lua_pushstring(L, why);
+    luaL_error(L, "partnercustomers: option %s", lua_tostring(L, -1));
+  }
+  c->cert.alg_ps256 = ps256;
+  c->cert.with_x5t_s256 = s256;
 }
 
 static int l_new(lua_State *L) {
@@ -268,6 +337,9 @@ static int l_new(lua_State *L) {
       luaL_error(L, "partnercustomers: option '%s.token_url' %s", lua_tostring(L, -1), why);
     }
   }
+  lua_pop(L, 1);
+
+  if (lua_getfield(L, o, "certificate") == LUA_TTABLE) load_certificate(L, c, ci, lua_gettop(L));
   lua_pop(L, 1);
 
   c->timeout = num_opt(L, o, "timeout", 30);
@@ -355,23 +427,28 @@ static int run(lua_State *L, int single) {
 int pc_l_request(lua_State *L) { return run(L, 1); }
 int pc_l_batch(lua_State *L) { return run(L, 0); }
 
-/* core.uuid(): a random (version 4) GUID, as MS-RequestId and MS-CorrelationId want. */
-static int l_uuid(lua_State *L) {
+int pc_uuid(char out[37]) {
   unsigned char r[16];
   size_t got = 0;
   while (got < sizeof r) {
     ssize_t n = getrandom(r + got, sizeof r - got, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return luaL_error(L, "partnercustomers: no random source (getrandom failed)");
+      return 0;
     }
     got += (size_t)n;
   }
   r[6] = (unsigned char)((r[6] & 0x0f) | 0x40); /* version 4 */
   r[8] = (unsigned char)((r[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+  snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
+           r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
+  return 1;
+}
+
+/* core.uuid(): a random (version 4) GUID, as MS-RequestId and MS-CorrelationId want. */
+static int l_uuid(lua_State *L) {
   char s[37];
-  snprintf(s, sizeof s, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2],
-           r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
+  if (!pc_uuid(s)) return luaL_error(L, "partnercustomers: no random source (getrandom failed)");
   lua_pushstring(L, s);
   return 1;
 }

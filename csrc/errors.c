@@ -74,7 +74,8 @@ void pc_redact_top(lua_State *L, int ci) {
   luaL_checkstack(L, 8, NULL);
   lua_getiuservalue(L, ci, PC_UV_OPTS);   /* s+1 */
   lua_getiuservalue(L, ci, PC_UV_TOKENS); /* s+2 */
-  static const char *const fields[] = {"access_token", "client_secret", "refresh_token", "refresh_token_prev", NULL};
+  static const char *const fields[] = {"access_token", "client_secret", "refresh_token", "refresh_token_prev",
+                                       "cert_password", "assertion", NULL};
   for (int i = 0; fields[i]; i++) {
     lua_getfield(L, s + 1, fields[i]);
     redact_at(L, s, -1);

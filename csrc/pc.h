@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <curl/curl.h>
+#include <openssl/types.h>
 #include "lua.h"
 #include "lauxlib.h"
 
@@ -44,6 +45,22 @@ typedef struct {
   size_t len, cap;
 } pc_buf;
 
+/* Certificate credentials (cert.c): the key and certificate, loaded and checked once. */
+#define PC_ASSERTION_LIFETIME 300 /* seconds: "a few minutes ahead" */
+typedef struct {
+  EVP_PKEY *key;
+  X509 *cert;
+  int alg_ps256;     /* PS256, else RS256 */
+  int with_x5t_s256; /* add the x5t#S256 header */
+  char kid[41];      /* hex SHA-1 thumbprint */
+  char x5t[29];      /* base64url SHA-1 thumbprint */
+  char x5t_s256[44]; /* base64url SHA-256 thumbprint */
+} pc_cert;
+
+typedef struct {
+  const char *key, *cert, *pfx, *password;
+} pc_cert_files;
+
 /* One easy handle of the client's pool and what a transfer on it collects. */
 typedef struct {
   CURL *easy;
@@ -70,6 +87,7 @@ typedef struct {
   int max_retries;
   size_t max_response_bytes;
   unsigned long long rng; /* jitter, unless a random function is injected */
+  pc_cert cert;           /* certificate credentials, when given */
   pc_xfer xfers[PC_MAX_PARALLEL];
 } pc_client;
 
@@ -125,7 +143,16 @@ int pc_token_renewable(lua_State *L, int ci);
 /* True when the client has any credentials at all. */
 int pc_has_credentials(lua_State *L, int ci);
 
+/* cert.c */
+/* Loads and checks; returns NULL, or a message (static, or written to err) with nothing held. */
+const char *pc_cert_load(pc_cert *c, const pc_cert_files *f, double now, char *err, size_t errlen);
+void pc_cert_free(pc_cert *c);
+/* Pushes a signed client assertion and returns 1, or returns 0 (nothing pushed). */
+int pc_cert_assertion(lua_State *L, pc_cert *c, const char *client_id, const char *aud, double now, const char *jti);
+
 /* core.c */
+/* Writes a random version-4 GUID (36 characters and a NUL); returns 0 without a random source. */
+int pc_uuid(char out[37]);
 pc_client *pc_check_client(lua_State *L, int idx);
 double pc_clock(lua_State *L, int ci);
 void pc_sleep(lua_State *L, int ci, double seconds);

@@ -85,7 +85,9 @@ describe("partnercustomers.core", function()
     it("refuses two kinds of credentials and incomplete client credentials", function()
       assert.error_matches(function() core.new { access_token = "abcd", token = function() end } end, "only one of")
       assert.error_matches(function() core.new { client_credentials = { token_url = "https://x/t", client_id = "a" } } end,
-        "client_credentials.client_secret")
+        "exactly one of 'client_secret' and 'certificate'")
+      assert.error_matches(function() core.new { client_credentials = { token_url = "https://x/t", client_secret = "s" } } end,
+        "client_credentials.client_id")
       assert.error_matches(function()
         core.new { client_credentials = { token_url = "http://login.example.com/t", client_id = "a", client_secret = "b" } }
       end, "token_url.*plain http")

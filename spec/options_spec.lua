@@ -150,10 +150,10 @@ describe("pc.avepoint options", function()
              "option 'client_secret' needs option 'client_id'")
     end)
 
-    it("refuse a certificate for now", function()
+    it("refuse a certificate file that cannot be read, naming it, at the caller's line", function()
       raises(function()
-        pc.avepoint { client_id = "id", certificate = { pfx = "app.pfx", password = "pw" } }
-      end, "option 'certificate' is not supported yet")
+        pc.avepoint { client_id = "id", certificate = { pfx = "no-such-app.pfx", password = "pw" } }
+      end, "certificate.pfx: cannot read 'no-such-app.pfx'")
     end)
 
     it("never appear in a message", function()

@@ -37,6 +37,8 @@ local OPTIONS = {
   client_id = util.string,
   client_secret = util.string,
   certificate = util.table,
+  -- addition: how a client_secret is sent, in the form body ("post", the vendors' way) or as HTTP Basic
+  client_auth = util.one_of { "post", "basic" },
   access_token = util.header_string,
   token = util.func,
   environment = util.one_of { "commercial", "gov", "aos2", "fedramp" },
@@ -115,10 +117,9 @@ local function new(opts)
               .. "access_token or token")
   elseif #ways > 1 then
     misuse(2, "pc.avepoint takes one kind of credentials, got %s", table.concat(ways, " and "))
-  elseif o.certificate then
-    misuse(2, "pc.avepoint: option 'certificate' is not supported yet; "
-              .. "use client_id + client_secret, access_token or token")
-  elseif o.client_id and not o.client_secret then
+  elseif o.certificate and not o.client_id then
+    misuse(2, "pc.avepoint: option 'certificate' needs option 'client_id'")
+  elseif o.client_id and not (o.client_secret or o.certificate) then
     misuse(2, "pc.avepoint: option 'client_id' needs option 'client_secret'")
   elseif o.client_secret and not o.client_id then
     misuse(2, "pc.avepoint: option 'client_secret' needs option 'client_id'")
@@ -127,17 +128,25 @@ local function new(opts)
   local env = ENVIRONMENTS[o.environment or "commercial"]
   local copts = {}
   for _, k in ipairs(CORE_OPTIONS) do copts[k] = o[k] end
-  if o.client_secret then
+  if o.client_secret or o.certificate then
+    -- the core reads the certificate's fields and refuses what is wrong, before any request
+    local certificate
+    if o.certificate then
+      certificate = {}
+      for k, v in pairs(o.certificate) do certificate[k] = v end
+    end
     copts.client_credentials = {
       token_url = o.token_url or env.token_url,
       client_id = o.client_id,
       client_secret = o.client_secret,
+      certificate = certificate,
+      client_auth = o.client_auth,
     }
   else
     copts.access_token, copts.token = o.access_token, o.token
   end
 
-  local client = core.new(copts)
+  local client = util.new_core(core, copts, 2)
   return setmetatable({
     _client = client,
     _base = o.base_url or env.base_url,

@@ -264,4 +264,14 @@ function M.json_encode(v, first)
   return table.concat(out)
 end
 
+-- core.new(opts), with the core's misuse errors (an unreadable certificate, a wrong password...)
+-- blamed on the user's line rather than on this layer's call.
+function M.new_core(core, opts, level)
+  local ok, client = pcall(core.new, opts)
+  if not ok then
+    error((tostring(client):gsub("^[^\n]-:%d+: ", "")), level + 1)
+  end
+  return client
+end
+
 return M
