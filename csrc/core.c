@@ -139,6 +139,7 @@ static const pc_opt options[] = {
   {"user_agent", O_STR, 0, 0}, {"clock", O_FN, 0, 0}, {"sleep", O_FN, 0, 0},
   {"random", O_FN, 0, 0}, {"on_event", O_FN, 0, 0}, {"access_token", O_STR, 0, 0},
   {"token", O_FN, 0, 0}, {"client_credentials", O_TABLE, 0, 0}, {"refresh_token", O_TABLE, 0, 0},
+  {"jti", O_FN, 0, 0},
   {NULL, 0, 0, 0},
 };
 
