@@ -49,6 +49,7 @@ build = {
     ["partnercustomers.sandbox.data"] = "lua/partnercustomers/sandbox/data.lua",
     ["partnercustomers.sandbox.faults"] = "lua/partnercustomers/sandbox/faults.lua",
     ["partnercustomers.sandbox.json"] = "lua/partnercustomers/sandbox/json.lua",
+    ["partnercustomers.sandbox.partnercenter"] = "lua/partnercustomers/sandbox/partnercenter.lua",
     ["partnercustomers.sandbox.server"] = "lua/partnercustomers/sandbox/server.lua",
     ["partnercustomers.sandbox.service"] = "lua/partnercustomers/sandbox/service.lua",
   },

@@ -395,8 +395,9 @@ static double backoff(pc_client *c, lua_State *L, int ci, int retry) {
   return step / 2 + step / 2 * pc_random(L, ci); /* jitter keeps at least half of the step */
 }
 
-/* Adds the ids of the response (or, failing that, the ones we sent) to the error at the top. */
-static void add_ids(lua_State *L, int hi, int pi) {
+/* Adds to error e the ids of the response (headers at hi, or 0), else those the body gave, else
+ * the ones we sent (private table at pi). */
+static void add_ids(lua_State *L, int e, int hi, int pi) {
   static const char *const rid[] = {"ms-requestid", "request-id", "x-ms-request-id", "x-request-id", NULL};
   static const char *const cid[] = {"ms-correlationid", "x-ms-correlation-id", "client-request-id", NULL};
   static const char *const cv[] = {"ms-cv", NULL};
@@ -406,18 +407,16 @@ static void add_ids(lua_State *L, int hi, int pi) {
     int found = 0;
     for (int i = 0; hi && !found && names[f][i]; i++) {
       if (lua_getfield(L, hi, names[f][i]) == LUA_TSTRING) {
-        lua_setfield(L, -2, fields[f]);
+        lua_setfield(L, e, fields[f]);
         found = 1;
       } else
         lua_pop(L, 1);
     }
-    /* else what the body said (Entra's correlation_id), else what we sent */
-    if (!found && lua_getfield(L, -1, fields[f]) == LUA_TNIL && f < 2) {
-      lua_pop(L, 1);
-      if (lua_getfield(L, pi, fields[f]) == LUA_TSTRING) lua_setfield(L, -2, fields[f]);
-      else lua_pop(L, 1);
-    } else if (!found)
-      lua_pop(L, 1);
+    if (found || f == 2) continue;
+    int from_body = lua_getfield(L, e, fields[f]) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (!from_body && lua_getfield(L, pi, fields[f]) == LUA_TSTRING) lua_setfield(L, e, fields[f]);
+    else if (!from_body) lua_pop(L, 1);
   }
 }
 
@@ -525,8 +524,9 @@ static void decorate_error(pc_batch *b, int k, int hi) {
   pc_push_safe_url(L, r->url);
   lua_setfield(L, -2, "url");
   pc_set_int(L, "attempts", r->attempts);
+  int e = lua_gettop(L);
   push_pi(b, k);
-  add_ids(L, hi, lua_gettop(L));
+  add_ids(L, e, hi, e + 1);
   lua_pop(L, 1);
   /* the message may quote a server's words: make sure none of our secrets is among them */
   lua_getfield(L, -1, "message");

@@ -6,6 +6,10 @@
 --   sb.url, sb.token_url, sb.client_id, sb.client_secret
 --   sb:faults{...}  sb:log()  sb:clear_log()  sb:revoke()  sb:customers()  sb:stop()
 --   sb:token(scope)                         -- a fresh access token (string)
+--   sb.pc_tenant, sb.pc_token_url_v2, sb.pc_token_url_v1   -- the Entra-style token endpoints
+--   sb:pc_token()                           -- an app-only Partner Center access token (string)
+--   sb:refresh_token()                      -- a fresh refresh token, as a user's consent gives
+--   sb:revoke_refresh_tokens()  sb:pc_organizations()
 --   sb:request{method, path, token, headers, body, max_time, compressed}  -- see sandbox.curl
 --   sb:request_start{...} then sandbox.curl_finish(handle)                 -- in the background
 --   sandbox.curl{...}                       -- one curl run: {status, headers, body, exit}
@@ -133,10 +137,14 @@ end
 local option_flags = {
   count = "--count", seed = "--seed", token_ttl = "--token-ttl", odata_page_size = "--odata-page-size",
   v3_status = "--v3-status", idle_timeout = "--idle-timeout", client_id = "--client-id",
+  pc_tenant = "--pc-tenant",
 }
 
+local DEFAULT_PC_TENANT = "sandbox-partner.onmicrosoft.com"
+local PC_SCOPE_V2 = "https://api.partnercenter.microsoft.com/.default"
+
 -- opts: count, seed, token_ttl, odata_page_size, v3_status, idle_timeout (default 60),
--- client_id, verbose (request log on stderr).
+-- client_id, pc_tenant, verbose (request log on stderr).
 function sandbox.start(opts)
   opts = opts or {}
   local args = {"--port", "0"}
@@ -159,9 +167,13 @@ function sandbox.start(opts)
     pipe:close()
     error("sandbox helper: the sandbox did not start (first line: " .. tostring(line) .. ")", 2)
   end
+  local pc_tenant = opts.pc_tenant or DEFAULT_PC_TENANT
   return setmetatable({
     url = url, token_url = url .. "/connect/token", port = tonumber(url:match(":(%d+)$")),
     client_id = opts.client_id or "sandbox-client", client_secret = secret,
+    pc_tenant = pc_tenant,
+    pc_token_url_v2 = url .. "/" .. pc_tenant .. "/oauth2/v2.0/token",
+    pc_token_url_v1 = url .. "/" .. pc_tenant .. "/oauth2/token",
     pid = pid, pipe = pipe,
   }, Sandbox)
 end
@@ -218,6 +230,28 @@ function Sandbox:token(scope)
   end
   return sandbox.decode(res.body).access_token
 end
+
+local function form_encode(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+-- An app-only Partner Center access token from the v2 endpoint (errors when the sandbox refuses).
+function Sandbox:pc_token()
+  local res = self:request{url = self.pc_token_url_v2, method = "POST",
+    headers = {["content-type"] = "application/x-www-form-urlencoded"},
+    body = "grant_type=client_credentials&client_id=" .. form_encode(self.client_id) ..
+           "&client_secret=" .. form_encode(self.client_secret) .. "&scope=" .. form_encode(PC_SCOPE_V2)}
+  if res.status ~= 200 then
+    error("sandbox helper: Partner Center token request answered " .. tostring(res.status), 2)
+  end
+  return sandbox.decode(res.body).access_token
+end
+
+-- A fresh refresh token (POST /_sandbox/refresh-token), valid for one redemption.
+function Sandbox:refresh_token() return self:admin("POST", "/_sandbox/refresh-token").refresh_token end
+function Sandbox:revoke_refresh_tokens() return self:admin("POST", "/_sandbox/revoke-refresh-tokens") end
+-- {[tenant_id] = {status = 200|403, organization = {...}}} (null mails read as absent here)
+function Sandbox:pc_organizations() return self:admin("GET", "/_sandbox/pc/organizations") end
 
 -- Waits for the child to exit on its own (idle timeout); returns its exit code.
 function Sandbox:wait()

@@ -246,6 +246,90 @@ function data.v3_view(c, style)
   }
 end
 
+-- The Partner Center side: one entry per tenant of the customers above, in their order (customer
+-- order, then tenant order). Position k (1-based) decides the planted cases, so that any six
+-- consecutive tenants show each of them:
+--   k % 6 == 0  no GDAP role: the organization call answers 403
+--   k % 6 == 2  technicalNotificationMails is null
+--   k % 6 == 3  a non-ASCII displayName (and companyName) and a city with non-ASCII letters
+--   k % 6 == 4  technicalNotificationMails is absent
+--   k % 6 == 5  two technicalNotificationMails (one otherwise)
+-- Streets, house numbers, the address's city and the mailbox names come from a PRNG of their own
+-- (seeded from `seed`), so the AvePoint data set is the same as without this view.
+
+-- {street pattern, countryLetterCode, postalCode, city, state}; the first group's cities are ASCII.
+local ascii_addresses = {
+  {"%d Harbor Road", "US", "98101", "Seattle", "WA"},
+  {"%d Elm Street", "US", "02134", "Boston", "MA"},
+  {"%d Queen Street West", "CA", "M5H 2M9", "Toronto", "ON"},
+  {"%d Collins Street", "AU", "3000", "Melbourne", "VIC"},
+  {"Keizersgracht %d", "NL", "1015 CJ", "Amsterdam", ""},
+  {"%d Orchard Road", "SG", "238858", "Singapore", ""},
+}
+local intl_addresses = {
+  {"Königsallee %d", "DE", "40212", "Düsseldorf", "NW"},
+  {"Bahnhofstrasse %d", "CH", "8001", "Zürich", "ZH"},
+  {"丸の内%d丁目", "JP", "100-0005", "東京都千代田区", "東京都"},
+  {"Οδός Ερμού %d", "GR", "105 63", "Αθήνα", "Αττική"},
+  {"ul. Floriańska %d", "PL", "31-019", "Kraków", "małopolskie"},
+  {"Rue Saint-Jean %d", "CA", "G1R 1N8", "Québec", "QC"},
+  {"Avenida Paulista %d", "BR", "01310-100", "São Paulo", "SP"},
+}
+local intl_company_names = {
+  "Schöne Aussicht GmbH", "Ålesund Havnedata AS", "Zürcher Datenwerk AG", "Œuvre Numérique SAS",
+  "Ηλιακή Τεχνική Ο.Ε.", "株式会社みなと商事", "Żółta Łódka Sp. z o.o.", "Ñam Ñam Cocina S.L.",
+}
+local pc_mailboxes = {"admin", "it", "security", "noc", "m365-alerts"}
+
+local function pc_address(rng, intl)
+  local all = #ascii_addresses + #intl_addresses
+  local roll, number = rng(all), rng(120)
+  local a
+  if intl then
+    a = intl_addresses[(roll - 1) % #intl_addresses + 1]
+  elseif roll <= #ascii_addresses then
+    a = ascii_addresses[roll]
+  else
+    a = intl_addresses[roll - #ascii_addresses]
+  end
+  return {street = string.format(a[1], number), countryLetterCode = a[2], postalCode = a[3],
+          city = a[4], state = a[5]}
+end
+
+-- Returns the array of {id, customer_id, domain, company_name, status = 200|403, organization}.
+-- `organization` is the object GET /v1/customers/{id}/organization answers (in an array).
+function data.pc_tenants(customers, seed)
+  local rng = new_rng(seed ~ 0x5043)
+  local list, domains = {}, {}
+  for _, c in ipairs(customers) do
+    for _, t in ipairs(c.tenants) do
+      local k = #list + 1
+      local cycle = k % 6
+      local name = t.name ~= json.null and t.name or ("tenant" .. k)
+      if domains[name] then name = name .. k end
+      domains[name] = true
+      local domain = name .. ".onmicrosoft.com"
+      -- every draw is made for every tenant, so one planted case does not shift the others
+      local org = pc_address(rng, cycle == 3)
+      local intl_name = pick(rng, intl_company_names)
+      local first, second = pick(rng, pc_mailboxes), pick(rng, pc_mailboxes)
+      org.displayName = cycle == 3 and intl_name or c.organization
+      if cycle == 2 then
+        org.technicalNotificationMails = json.null
+      elseif cycle ~= 4 then
+        local mails = json.array{first .. "@" .. domain}
+        if cycle == 5 then
+          mails[2] = (second == first and "backup-" .. second or second) .. "@" .. domain
+        end
+        org.technicalNotificationMails = mails
+      end
+      list[k] = {id = t.id, customer_id = c.id, domain = domain, company_name = org.displayName,
+                 status = cycle == 0 and 403 or 200, organization = org}
+    end
+  end
+  return list
+end
+
 -- A customer as GET /partner/customers answers it (label status, no tenants, no mode).
 function data.odata_view(c)
   return {

@@ -23,6 +23,7 @@ local types = {
   wrong_total = {keys = {total = "count"}, required = "total"},
   next_link = {keys = {link = "string"}, required = "link"},
   expire_token = {keys = {}},
+  pc_next = {keys = {uri = "string"}, required = "uri"},
 }
 
 -- Types that only make sense on some endpoints only match those, so that a rule without a
@@ -31,7 +32,8 @@ local endpoints_of = {
   repeat_page = {v3 = true},
   wrong_total = {v3 = true},
   next_link = {odata = true},
-  expire_token = {v3 = true, odata = true},
+  expire_token = {v3 = true, odata = true, pc_list = true, pc_org = true},
+  pc_next = {pc_list = true},
 }
 
 local common_keys = {type = true, path = true, method = true, times = true, after = true}

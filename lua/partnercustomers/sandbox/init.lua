@@ -1,4 +1,5 @@
--- partnercustomers.sandbox: a local fake of the AvePoint partner API and its token endpoint.
+-- partnercustomers.sandbox: a local fake of the AvePoint partner API and its token endpoint, and of
+-- the Partner Center customer endpoints and their Entra ID token endpoints.
 -- Loading this module starts nothing; `run` serves, `main` is the command line.
 -- See README.md beside this file.
 
@@ -10,6 +11,7 @@ local SECRET_ENV = "PARTNERCUSTOMERS_SANDBOX_SECRET"
 local defaults = {
   port = 0, count = 250, seed = 1, idle_timeout = 600, client_id = "sandbox-client",
   token_ttl = 3600, odata_page_size = 100, v3_status = "mixed", quiet = false,
+  pc_tenant = "sandbox-partner.onmicrosoft.com",
 }
 
 -- Option checks: each returns true when the value is acceptable.
@@ -26,6 +28,11 @@ local function non_empty_string(v)
   return type(v) == "string" and v ~= ""
 end
 
+-- A tenant name as it appears in the token URL: a domain name or a GUID.
+local function tenant_name(v)
+  return type(v) == "string" and #v <= 253 and v:match("^[%w][%w%.%-]*$") ~= nil
+end
+
 local option_checks = {
   port = {integer_in(0, 65535)},
   port_file = {non_empty_string, "a file name"},
@@ -39,6 +46,7 @@ local option_checks = {
   odata_page_size = {integer_in(1, 100000)},
   v3_status = {function(v) return STATUS_STYLES[v] ~= nil end, '"mixed", "int", "string" or "label"'},
   quiet = {function(v) return type(v) == "boolean" end, "a boolean"},
+  pc_tenant = {tenant_name, "a tenant name (letters, digits, '.' and '-')"},
 }
 
 local function random_hex(nbytes)
@@ -103,7 +111,8 @@ end
 sandbox.usage = [[
 usage: partnercustomers sandbox [options]
 
-A local fake of the AvePoint partner API and its token endpoint, on 127.0.0.1.
+A local fake of the AvePoint partner API and its token endpoint, and of the
+Partner Center customer endpoints and their Entra ID token endpoints, on 127.0.0.1.
 
   --port N             port to listen on (default 0: any free port)
   --port-file FILE     write the port there once listening
@@ -115,6 +124,7 @@ A local fake of the AvePoint partner API and its token endpoint, on 127.0.0.1.
   --token-ttl S        token lifetime in seconds (default 3600)
   --odata-page-size N  page size of /partner/customers (default 100)
   --v3-status STYLE    jobStatus in v3 answers: mixed, int, string or label (default mixed)
+  --pc-tenant NAME     the partner tenant of the Entra token URLs (default sandbox-partner.onmicrosoft.com)
   --quiet              no request log on stderr
   --help               this text
 
@@ -146,6 +156,7 @@ local flags = {
   ["--token-ttl"] = {"token_ttl", parse_integer},
   ["--odata-page-size"] = {"odata_page_size", parse_integer},
   ["--v3-status"] = {"v3_status", parse_string},
+  ["--pc-tenant"] = {"pc_tenant", parse_string},
   ["--quiet"] = {"quiet"},
 }
 

@@ -9,6 +9,7 @@ local basexx = require "basexx"
 local json = require "partnercustomers.sandbox.json"
 local data = require "partnercustomers.sandbox.data"
 local faults = require "partnercustomers.sandbox.faults"
+local partnercenter = require "partnercustomers.sandbox.partnercenter"
 
 local service = {}
 
@@ -149,6 +150,8 @@ function Service:authorize(req, scope, rule)
     return nil, unauthorized()
   end
   if token.scope ~= scope then
+    -- a Partner Center token is no AvePoint token at all; the other AvePoint scope is 403
+    if not SCOPES[token.scope] then return nil, unauthorized() end
     return nil, forbidden(scope)
   end
   return token
@@ -191,7 +194,8 @@ end
 function Service:record(req, endpoint)
   local token = self:token_of(req)
   local body = req.body
-  if req.path == "/connect/token" or is_form(req.headers["content-type"]) then
+  if req.path == "/connect/token" or partnercenter.is_token_path(req.path)
+      or is_form(req.headers["content-type"]) then
     body = redact_form(body)
   end
   local entry = {
@@ -353,8 +357,8 @@ local allowed_methods = {
   [V3_PATH] = "GET, POST", [V3_PATH .. "/batch"] = "POST",
 }
 
-local function not_found(req)
-  local allow = allowed_methods[req.path]
+local function not_found(req, allow)
+  allow = allow or allowed_methods[req.path]
   if allow then
     return reply(405, {error = "method_not_allowed", error_description = "use " .. allow}, {allow = allow})
   end
@@ -398,7 +402,12 @@ end
 function Service:answer(req, route, rule)
   local replace = rule and replacing[rule.type]
   if replace then return replace(rule) end
-  local res = route and route.handler(self, req, rule) or not_found(req)
+  local res
+  if route and route.handler then
+    res = route.handler(route.pc and self.pc or self, req, rule)
+  else
+    res = not_found(req, route and route.allow)
+  end
   if rule and rule.type == "malformed" then
     res = {status = 200, headers = {["content-type"] = JSON_TYPE}, body = faults.truncate(res.body)}
   elseif rule and rule.type == "slow" then
@@ -465,23 +474,41 @@ end
 
 function Service:handle(req)
   if is_admin(req.path) then
-    local handler = admin[req.method .. " " .. req.path]
+    local key = req.method .. " " .. req.path
+    if partnercenter.admin[key] then return partnercenter.admin[key](self.pc, req) end
+    local handler = admin[key]
     return handler and handler(self, req) or api_error(404, "not_found", "no such admin endpoint")
   end
   local route = routes[req.method .. " " .. req.path]
+  if not route then
+    -- the Partner Center and Entra paths (with an id or a tenant in them)
+    local pc_route, allow = partnercenter.route(req)
+    if pc_route then
+      pc_route.pc = true
+      route = pc_route
+    elseif allow then
+      route = {endpoint = "other", allow = allow}
+    end
+  end
   local endpoint = route and route.endpoint or "other"
   local entry = self:record(req, endpoint)
   local rule = faults.take(self.rules, req, endpoint)
   entry.fault = rule and rule.type
   local res = self:answer(req, route, rule)
+  if res.status and partnercenter.is_api_path(req.path) then
+    self.pc:stamp(req, res)
+  end
   entry.status = res.status
   return res
 end
 
--- cfg: count, seed, client_id, client_secret, token_ttl, odata_page_size, v3_status,
+-- The form check, for the Partner Center side's token endpoints.
+Service.is_form = is_form
+
+-- cfg: count, seed, client_id, client_secret, token_ttl, odata_page_size, v3_status, pc_tenant,
 -- clock (function -> seconds), random_hex (function(nbytes) -> hex string), base_url.
 function service.new(cfg)
-  return setmetatable({
+  local svc = setmetatable({
     cfg = cfg,
     clock = cfg.clock,
     random_hex = cfg.random_hex,
@@ -493,6 +520,8 @@ function service.new(cfg)
     log = json.array(),
     rules = {},
   }, Service)
+  svc.pc = partnercenter.new(svc)
+  return svc
 end
 
 return service
