@@ -1,0 +1,154 @@
+-- Test helper: a real OAuth 2.0 authorization server (oidc-provider, spec/oidc/server.js) in a child
+-- node process on 127.0.0.1, and a curl view of its test endpoints (never the module under test).
+--
+--   local oidc = require "spec.helpers.oidc"
+--   local server = oidc.start{clients = {{client_id = "app", client_secret = "…",
+--                                         token_endpoint_auth_method = "client_secret_post"}, …},
+--                             lifetime = 60, ttl = 300, clock_tolerance = 0}
+--   server.issuer, server.token_url, server.ping_url, server.introspection_url
+--   server:token_requests()   -- what the token endpoint received (see spec/oidc/server.js)
+--   server:revoke()           -- every token issued so far becomes invalid
+--   server:stop()             -- idempotent; also on garbage collection and <close>
+--
+-- Clients are oidc-provider client metadata, plus `certificates = {"cert.pem"}` (a JWKS made from
+-- them, kid = upper-case hex SHA-1 thumbprint) and `introspection = true` (a resource server).
+-- The server needs `npm ci --prefix spec/oidc` once.
+local cjson = require "cjson"
+
+local oidc = {}
+
+-- The repository root, from where this file is (spec/helpers/oidc.lua).
+local ROOT = (function()
+  local file = debug.getinfo(1, "S").source:match("^@(.*)$") or ""
+  return file:match("^(.*)/spec/helpers/[^/]+$") or "."
+end)()
+
+local NODE = os.getenv("NODE") or "node"
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- Decoded JSON as the specs see it: null absent, integral numbers as integers.
+local function normalize(v)
+  if v == cjson.null then return nil end
+  if math.type(v) == "float" then return math.tointeger(v) or v end
+  if type(v) == "table" then
+    for k, x in pairs(v) do v[k] = normalize(x) end
+  end
+  return v
+end
+
+-- One curl run against the server: {status, body}. The sanitizer preload of `make asan` is for the
+-- module under test, not for its peers.
+local function curl(method, url)
+  local cmd = "env -u LD_PRELOAD curl -sS --noproxy '*' --max-time 5 -o - -w '\\n%{http_code}' -X " ..
+              method .. " " .. shell_quote(url) .. " 2>&1"
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("a")
+  p:close()
+  local body, status = out:match("^(.*)\n(%d+)$")
+  return {status = tonumber(status), body = body or out}
+end
+
+local Server = {}
+Server.__index = Server
+
+local function admin(self, method, path)
+  local res = curl(method, self.issuer .. path)
+  if res.status ~= 200 then
+    error(("oidc helper: %s %s answered %s: %s"):format(method, path, tostring(res.status), res.body), 3)
+  end
+  return normalize(cjson.decode(res.body))
+end
+
+-- What the token endpoint received so far, oldest first.
+function Server:token_requests() return admin(self, "GET", "/_test/token-requests") end
+
+-- Every client credentials token issued so far becomes invalid; returns how many.
+function Server:revoke() return admin(self, "POST", "/_test/revoke").revoked end
+
+-- Stops the server (its stdin closes and it gets SIGTERM) and reaps it.
+function Server:stop()
+  if self.stopped then return end
+  self.stopped = true
+  if self.stdin then self.stdin:close() end
+  -- the child is not reaped before pipe:close(), so its pid cannot have been reused
+  if self.pid then os.execute("kill " .. math.tointeger(self.pid) .. " 2>/dev/null") end
+  self.pipe:read("a")
+  self.pipe:close()
+  if not self.keep_dir then os.execute("rm -rf " .. shell_quote(self.dir)) end
+end
+
+Server.__gc = function(self) pcall(Server.stop, self) end
+Server.__close = Server.__gc
+
+-- opts: clients (array of client metadata), lifetime (seconds, default 60), ttl (access token
+-- lifetime, default 300), clock_tolerance (default 0).
+function oidc.start(opts)
+  opts = opts or {}
+  for k in pairs(opts) do
+    if k ~= "clients" and k ~= "lifetime" and k ~= "ttl" and k ~= "clock_tolerance" then
+      error("oidc helper: unknown option '" .. tostring(k) .. "'", 2)
+    end
+  end
+  if not read_file(ROOT .. "/spec/oidc/node_modules/oidc-provider/package.json") then
+    error("oidc helper: spec/oidc/node_modules is missing: run `npm ci --prefix spec/oidc` " ..
+          "in the repository root first (it installs oidc-provider from spec/oidc/package-lock.json)", 2)
+  end
+
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -m 700 " .. shell_quote(dir)), "oidc helper: cannot make a temporary directory")
+  local clients_file, fifo, log = dir .. "/clients.json", dir .. "/stdin", dir .. "/server.log"
+  local f = assert(io.open(clients_file, "w"))
+  local clients = opts.clients or {}
+  f:write(#clients == 0 and "[]" or cjson.encode(clients)) -- cjson writes {} for an empty table
+  f:close()
+  assert(os.execute("mkfifo " .. shell_quote(fifo)), "oidc helper: mkfifo failed")
+
+  local argv = {"spec/oidc/server.js", "--clients", clients_file,
+                "--lifetime", tostring(opts.lifetime or 60), "--ttl", tostring(opts.ttl or 300),
+                "--clock-tolerance", tostring(opts.clock_tolerance or 0)}
+  for i, a in ipairs(argv) do argv[i] = shell_quote(a) end
+  -- The server's stdin is a FIFO that this process holds open for writing: when the test run ends,
+  -- however it ends, the server reads end-of-file and stops. The shell opens the FIFO first (it
+  -- blocks until io.open below opens the other end), prints its pid and becomes node.
+  local script = table.concat({
+    "exec 0<" .. shell_quote(fifo),
+    "cd " .. shell_quote(ROOT),
+    "echo $$",
+    "exec env -u LD_PRELOAD " .. shell_quote(NODE) .. " " .. table.concat(argv, " ") .. " 2>" .. shell_quote(log),
+  }, "; ")
+  local pipe = assert(io.popen(script, "r"))
+  local stdin = assert(io.open(fifo, "w"))
+  local pid = tonumber(pipe:read("l"))
+  local line = pipe:read("l")
+  local self = setmetatable({pipe = pipe, pid = pid, stdin = stdin, dir = dir}, Server)
+  local issuer = line and line:match("^oidc%-provider listening on (http://127%.0%.0%.1:%d+)$")
+  if not issuer then
+    self.keep_dir = true
+    self:stop() -- reads the rest of its output: the log is complete only once it has exited
+    local why = read_file(log) or ""
+    os.execute("rm -rf " .. shell_quote(dir))
+    error(("oidc helper: the server did not start (first line: %s)\n%s"):format(tostring(line), why), 2)
+  end
+  self.issuer = issuer
+  self.url = issuer
+  self.port = tonumber(issuer:match(":(%d+)$"))
+  self.token_url = issuer .. "/token"
+  self.introspection_url = issuer .. "/token/introspection"
+  self.ping_url = issuer .. "/api/ping"
+  self.log_file = log
+  return self
+end
+
+return oidc
