@@ -54,10 +54,13 @@ test: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory $(SO)
-	@bin/with-sandbox bin/partnercustomers customers --source avepoint-v3 --format table
+	@bin/with-sandbox sh -c 'echo "== AvePoint customers (v3)"; bin/partnercustomers customers --source avepoint-v3 --format table && \
+	  echo && echo "== Report: AvePoint customers joined with their Partner Center organizations" && \
+	  bin/partnercustomers report --format table'
 
 examples: $(SO)
 	@bin/with-sandbox $(LUA) examples/list_customers.lua
+	@bin/with-sandbox $(LUA) examples/report.lua
 
 bench: $(SO)
 	$(LUA) bench/run.lua

@@ -28,22 +28,25 @@ dependencies = {
 -- which LuaRocks does not search but the compiler does.
 external_dependencies = {
   CURL = { library = "curl" },
+  OPENSSL = { library = "crypto" },
 }
 
 build = {
   type = "builtin",
   modules = {
     ["partnercustomers.core"] = {
-      sources = { "csrc/auth.c", "csrc/core.c", "csrc/errors.c", "csrc/http.c", "csrc/json.c" },
+      sources = { "csrc/auth.c", "csrc/cert.c", "csrc/core.c", "csrc/errors.c", "csrc/http.c", "csrc/json.c" },
       defines = { "_DEFAULT_SOURCE" },
-      libraries = { "curl" },
-      libdirs = { "$(CURL_LIBDIR)" },
+      libraries = { "curl", "crypto" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
     },
     ["partnercustomers"] = "lua/partnercustomers/init.lua",
     ["partnercustomers.avepoint"] = "lua/partnercustomers/avepoint.lua",
     ["partnercustomers.cli"] = "lua/partnercustomers/cli.lua",
     ["partnercustomers.format"] = "lua/partnercustomers/format.lua",
     ["partnercustomers.job_status"] = "lua/partnercustomers/job_status.lua",
+    ["partnercustomers.partnercenter"] = "lua/partnercustomers/partnercenter.lua",
+    ["partnercustomers.report"] = "lua/partnercustomers/report.lua",
     ["partnercustomers.util"] = "lua/partnercustomers/util.lua",
     ["partnercustomers.sandbox"] = "lua/partnercustomers/sandbox/init.lua",
     ["partnercustomers.sandbox.data"] = "lua/partnercustomers/sandbox/data.lua",

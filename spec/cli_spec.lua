@@ -26,6 +26,7 @@ end
 describe("partnercustomers command line", function()
   local sb, expected
   local outputs = {} -- everything any run printed, checked for secrets at the end
+  local secrets = {} -- tokens handed out during the run, also checked at the end
 
   setup(function()
     sb = sandbox.start { count = COUNT, seed = 11, odata_page_size = 10 }
@@ -35,6 +36,9 @@ describe("partnercustomers command line", function()
     local all = table.concat(outputs)
     assert.truthy(#all > 0)
     assert.falsy(all:find(sb.client_secret, 1, true), "the client secret was printed")
+    for _, s in ipairs(secrets) do
+      assert.falsy(all:find(s, 1, true), "a token was printed")
+    end
     sb:stop()
   end)
   before_each(function()
@@ -50,6 +54,11 @@ describe("partnercustomers command line", function()
       PARTNERCUSTOMERS_TOKEN_URL = sb.token_url,
       PARTNERCUSTOMERS_TIMEOUT = "5",
       PARTNERCUSTOMERS_MAX_RETRIES = "0", -- the CLI sleeps for real between retries
+      PARTNERCUSTOMERS_PC_TENANT = sb.pc_tenant,
+      PARTNERCUSTOMERS_PC_CLIENT_ID = sb.client_id,
+      PARTNERCUSTOMERS_PC_CLIENT_SECRET = sb.client_secret,
+      PARTNERCUSTOMERS_PC_BASE_URL = sb.url,
+      PARTNERCUSTOMERS_PC_TOKEN_URL = sb.pc_token_url_v2,
     }
     for k, v in pairs(extra or {}) do
       if v == false then e[k] = nil else e[k] = v end
@@ -180,7 +189,9 @@ describe("partnercustomers command line", function()
       assert.equal(0, rc)
       for _, var in ipairs { "CLIENT_ID", "CLIENT_SECRET", "ACCESS_TOKEN", "ENVIRONMENT",
                              "BASE_URL", "TOKEN_URL", "CA_FILE", "PROXY", "TIMEOUT",
-                             "MAX_RETRIES" } do
+                             "MAX_RETRIES", "PC_TENANT", "PC_CLIENT_ID", "PC_CLIENT_SECRET",
+                             "PC_REFRESH_TOKEN_FILE", "PC_ACCESS_TOKEN", "PC_CLOUD", "PC_BASE_URL",
+                             "PC_TOKEN_URL", "PC_TOKEN_ENDPOINT", "PC_LOCALE" } do
         assert.truthy(out:find("PARTNERCUSTOMERS_" .. var, 1, true), var)
       end
       rc, out = run { "customers", "--help" }
@@ -205,10 +216,47 @@ describe("partnercustomers command line", function()
         { { "customers", "--parallel", "0" } },
         { { "customers", "--v3", "post" } },
         { { "customers", "--source", "elsewhere" } },
-        { { "customers", "--source", "partnercenter" }, "not available yet" },
+        { { "customers", "--source", "partnercenter", "--status", "Failed" },
+          "--status applies to the AvePoint sources only" },
+        { { "customers", "--source", "partnercenter", "--v3", "batch" }, "--v3" },
+        { { "customers", "--source", "partnercenter", "--parallel", "2" }, "--parallel" },
+        { { "customers", "--source", "partnercenter", "--page-size", "501" }, "from 1 to 500" },
         { { "customers", "--source", "avepoint", "--page-size", "10" } },
-        { { "organization", "00000000-0000-0000-0000-000000000000" }, "not available yet" },
-        { { "report" }, "not available yet" },
+        { { "organization" }, "at least one TENANT_ID" },
+        { { "organization", "contoso.onmicrosoft.com" }, "not a customer tenant id" },
+        { { "organization", "00000000-0000-4000-8000-000000000000", "x" }, "'x' is not" },
+        { { "organization", "00000000-0000-4000-8000-000000000000", "--format", "xml" } },
+        { { "organization", "00000000-0000-4000-8000-000000000000", "--page-size", "5" },
+          "unknown argument" },
+        { { "report", "extra" }, "unknown argument 'extra'" },
+        { { "report", "--parallel", "65" }, "--parallel" },
+        { { "report", "--status", "Failed" }, "unknown argument" },
+        { { "organization", "00000000-0000-4000-8000-000000000000" }, "no Partner Center credentials",
+          env { PARTNERCUSTOMERS_PC_CLIENT_ID = false, PARTNERCUSTOMERS_PC_CLIENT_SECRET = false } },
+        { { "report" }, "no Partner Center credentials",
+          env { PARTNERCUSTOMERS_PC_CLIENT_ID = false, PARTNERCUSTOMERS_PC_CLIENT_SECRET = false } },
+        { { "report" }, "no credentials",
+          env { PARTNERCUSTOMERS_CLIENT_ID = false, PARTNERCUSTOMERS_CLIENT_SECRET = false } },
+        { { "customers", "--source", "partnercenter" }, "PARTNERCUSTOMERS_PC_CLIENT_SECRET (app-only)",
+          env { PARTNERCUSTOMERS_PC_CLIENT_SECRET = false } },
+        { { "customers", "--source", "partnercenter" }, "PARTNERCUSTOMERS_PC_CLIENT_ID is not set",
+          env { PARTNERCUSTOMERS_PC_CLIENT_ID = false } },
+        { { "customers", "--source", "partnercenter" }, "not both",
+          env { PARTNERCUSTOMERS_PC_ACCESS_TOKEN = "tok-123456" } },
+        { { "customers", "--source", "partnercenter" }, "PARTNERCUSTOMERS_PC_TENANT is required",
+          env { PARTNERCUSTOMERS_PC_TENANT = false, PARTNERCUSTOMERS_PC_TOKEN_URL = false } },
+        { { "customers", "--source", "partnercenter" }, "PARTNERCUSTOMERS_PC_TENANT",
+          env { PARTNERCUSTOMERS_PC_TENANT = "a/b" } },
+        { { "customers", "--source", "partnercenter" }, "PARTNERCUSTOMERS_PC_CLOUD",
+          env { PARTNERCUSTOMERS_PC_CLOUD = "moon" } },
+        { { "customers", "--source", "partnercenter" }, "PARTNERCUSTOMERS_PC_TOKEN_ENDPOINT",
+          env { PARTNERCUSTOMERS_PC_TOKEN_ENDPOINT = "v3" } },
+        { { "customers", "--source", "partnercenter" }, "PARTNERCUSTOMERS_PC_LOCALE",
+          env { PARTNERCUSTOMERS_PC_LOCALE = "en US" } },
+        { { "customers", "--source", "partnercenter" }, "PARTNERCUSTOMERS_PC_BASE_URL",
+          env { PARTNERCUSTOMERS_PC_BASE_URL = "http://api.example.com" } },
+        { { "customers", "--source", "partnercenter" }, "PARTNERCUSTOMERS_PC_REFRESH_TOKEN_FILE",
+          env { PARTNERCUSTOMERS_PC_REFRESH_TOKEN_FILE = "/nonexistent/refresh-token" } },
         { { "customers" }, "no credentials",
           env { PARTNERCUSTOMERS_CLIENT_ID = false, PARTNERCUSTOMERS_CLIENT_SECRET = false } },
         { { "customers" }, "PARTNERCUSTOMERS_CLIENT_SECRET is not set",
@@ -268,6 +316,350 @@ describe("partnercustomers command line", function()
       local rc = cli.main({ "customers", "--format", "csv" }, env(), broken, err)
       assert.equal(1, rc)
       assert.matches("No space left on device", err.text())
+    end)
+  end)
+
+  describe("Partner Center", function()
+    local orgs, tenants, ok_ids, forbidden_ids
+    local UNKNOWN = "0badc0de-0000-4000-8000-000000000000"
+
+    setup(function()
+      orgs = sb:pc_organizations()
+      tenants, ok_ids, forbidden_ids = {}, {}, {}
+      for _, c in ipairs(expected) do
+        for _, t in ipairs(c.tenants) do
+          tenants[#tenants + 1] = t.id
+          if orgs[t.id].status == 200 then ok_ids[#ok_ids + 1] = t.id
+          else forbidden_ids[#forbidden_ids + 1] = t.id end
+        end
+      end
+    end)
+
+    local function decode_lines(out)
+      local got = {}
+      for _, l in ipairs(lines(out)) do got[#got + 1] = cjson.decode(l) end
+      return got
+    end
+
+    describe("organization", function()
+      it("prints each organization, in the order given", function()
+        local ids = { ok_ids[3], ok_ids[1], ok_ids[2], ok_ids[1] }
+        local rc, out, err = run { "organization", "--format", "json", table.unpack(ids) }
+        assert.equal(0, rc, err)
+        assert.equal("", err)
+        local list = cjson.decode(out)
+        assert.equal(3, #list) -- asked twice, printed once
+        for i, id in ipairs { ok_ids[3], ok_ids[1], ok_ids[2] } do
+          local want = orgs[id].organization
+          assert.equal(id, list[i].tenantId)
+          assert.equal(want.displayName, list[i].displayName)
+          assert.equal(want.city, list[i].city)
+          assert.equal("table", type(list[i].technicalNotificationMails))
+        end
+        for _, e in ipairs(sb:log()) do
+          if e.path:find("/organization$") then assert.equal("v1", e.headers["ms-contract-version"]) end
+        end
+      end)
+
+      it("formats as a table and as csv", function()
+        local rc, out = run { "organization", ok_ids[1], ok_ids[2] }
+        assert.equal(0, rc)
+        local ls = lines(out)
+        assert.equal(4, #ls)
+        assert.matches("^Tenant%s+Display name%s+Country%s+State%s+City%s+Postal code%s+Street"
+                       .. "%s+Notification e%-mails$", ls[1])
+        assert.equal(ok_ids[1], ls[3]:sub(1, 36))
+        rc, out = run { "organization", "--format=csv", ok_ids[1] }
+        assert.equal(0, rc)
+        assert.matches("^tenantId,displayName,street,city,state,postalCode,countryLetterCode,"
+                       .. "technicalNotificationMails\r\n" .. ok_ids[1]:gsub("%-", "%%-") .. ",", out)
+      end)
+
+      it("exits 1 when a lookup failed, after printing the others", function()
+        local rc, out, err = run { "organization", "--format", "ndjson", ok_ids[1], forbidden_ids[1],
+                                   UNKNOWN, ok_ids[2] }
+        assert.equal(1, rc)
+        local got = decode_lines(out)
+        assert.equal(2, #got)
+        assert.equal(ok_ids[1], got[1].tenantId)
+        assert.equal(ok_ids[2], got[2].tenantId)
+        local errs = lines(err)
+        assert.equal(2, #errs)
+        assert.matches("^partnercustomers: tenant " .. forbidden_ids[1]:gsub("%-", "%%-")
+                       .. ": auth error 403 %(code 3000%)", errs[1])
+        assert.matches("^partnercustomers: tenant " .. UNKNOWN:gsub("%-", "%%-") .. ": http error 404",
+                       errs[2])
+      end)
+
+      it("exits 1 with one line when the secret is refused, without printing it", function()
+        local wrong = "wrong-pc-secret-" .. sb.client_secret:sub(1, 8)
+        local rc, out, err = run({ "organization", ok_ids[1] },
+                                 env { PARTNERCUSTOMERS_PC_CLIENT_SECRET = wrong })
+        assert.equal(1, rc)
+        assert.equal("", out)
+        assert.matches("auth error 401 %(code invalid_client%)", err)
+        assert.falsy((out .. err):find(wrong, 1, true))
+        assert.equal(1, #lines(err))
+      end)
+    end)
+
+    describe("customers --source partnercenter", function()
+      it("lists every customer, following the continuation links", function()
+        local rc, out, err = run { "customers", "--source", "partnercenter", "--format", "ndjson",
+                                   "--page-size", "5" }
+        assert.equal(0, rc, err)
+        assert.equal("", err)
+        local got = {}
+        for i, c in ipairs(decode_lines(out)) do
+          got[i] = c.id
+          assert.equal(c.id, c.companyProfile.tenantId)
+        end
+        assert.same(tenants, got)
+        local pages = 0
+        for _, e in ipairs(sb:log()) do
+          if e.path == "/v1/customers" then
+            pages = pages + 1
+            assert.equal("size=5", e.query)
+          end
+          assert.not_matches("^/v1/v1", e.path)
+        end
+        assert.equal((#tenants + 4) // 5, pages)
+      end)
+
+      it("as a table and as csv", function()
+        local rc, out = run { "customers", "--source", "partnercenter" }
+        assert.equal(0, rc)
+        local ls = lines(out)
+        assert.equal(#tenants + 2, #ls)
+        assert.matches("^ID%s+Company%s+Domain%s+Tenant%s+Relationship$", ls[1])
+        rc, out = run { "customers", "--source", "partnercenter", "--format", "csv" }
+        assert.equal(0, rc)
+        assert.matches("^id,tenantId,domain,companyName,relationshipToPartner\r\n", out)
+      end)
+
+      it("reports pages with --progress", function()
+        local rc, _, err = run { "customers", "--source", "partnercenter", "--format", "csv",
+                                 "--page-size", "10", "--progress" }
+        assert.equal(0, rc)
+        local want = {}
+        for i = 1, (#tenants + 9) // 10 do want[i] = "partnercustomers: page " .. i end
+        assert.same(want, lines(err))
+      end)
+
+      it("works with an access token from the environment", function()
+        local token = sb:pc_token()
+        secrets[#secrets + 1] = token
+        local rc, out, err = run({ "customers", "--source", "partnercenter", "--format", "json" },
+          env { PARTNERCUSTOMERS_PC_CLIENT_ID = false, PARTNERCUSTOMERS_PC_CLIENT_SECRET = false,
+                PARTNERCUSTOMERS_PC_TENANT = false, PARTNERCUSTOMERS_PC_TOKEN_URL = false,
+                PARTNERCUSTOMERS_PC_ACCESS_TOKEN = token })
+        assert.equal(0, rc, err)
+        assert.equal(#tenants, #cjson.decode(out))
+      end)
+
+      it("uses the v1 token endpoint and the locale when told", function()
+        local rc, _, err = run({ "customers", "--source", "partnercenter", "--format", "csv" },
+          env { PARTNERCUSTOMERS_PC_TOKEN_URL = sb.pc_token_url_v1,
+                PARTNERCUSTOMERS_PC_TOKEN_ENDPOINT = "v1", PARTNERCUSTOMERS_PC_LOCALE = "fr-FR" })
+        assert.equal(0, rc, err)
+        for _, e in ipairs(sb:log()) do
+          if e.path:find("/oauth2/", 1, true) then
+            assert.equal("/" .. sb.pc_tenant .. "/oauth2/token", e.path)
+            assert.matches("resource=", e.body)
+          else
+            assert.equal("fr-FR", e.headers["x-locale"])
+          end
+        end
+      end)
+
+      it("exits 1 when the service fails", function()
+        sb:faults { { type = "status", status = 500, path = "^/v1/customers$", after = 1, times = -1 } }
+        local rc, out, err = run { "customers", "--source", "partnercenter", "--format", "ndjson",
+                                   "--page-size", "5" }
+        assert.equal(1, rc)
+        assert.equal(5, #lines(out))
+        assert.matches("^partnercustomers: http error 500[^\n]*\n$", err)
+      end)
+    end)
+
+    describe("report", function()
+      it("joins every customer and tenant with its organization", function()
+        local rc, out, err = run { "report", "--format", "json", "--parallel", "4" }
+        assert.equal(0, rc, err) -- the 403s are answers about their tenants, not failures
+        assert.equal("", err)
+        local rows = cjson.decode(out)
+        local i = 0
+        for _, c in ipairs(expected) do
+          for k = 1, math.max(1, #c.tenants) do
+            i = i + 1
+            local row, t = rows[i], c.tenants[k]
+            assert.equal(c.id, row.customerId)
+            assert.equal(c.organization, row.organization)
+            assert.equal(t and t.id, row.tenantId)
+            local o = t and orgs[t.id]
+            if not t then
+              assert.is_nil(row.failure)
+              assert.is_nil(row.displayName)
+            elseif o.status == 403 then
+              assert.equal("auth 403", row.failure)
+              assert.is_nil(row.error)
+            else
+              assert.is_nil(row.failure)
+              assert.equal(o.organization.displayName, row.displayName)
+              assert.equal(o.organization.countryLetterCode, row.countryLetterCode)
+            end
+          end
+        end
+        assert.equal(i, #rows)
+      end)
+
+      it("as a table", function()
+        local rc, out = run { "report" }
+        assert.equal(0, rc)
+        local ls = lines(out)
+        assert.matches("^Organization%s+Owner e%-mail%s+Job status%s+Tenant%s+Display name%s+"
+                       .. "Country%s+City%s+Notification e%-mails%s+Failure$", ls[1])
+        local n = 0
+        for _, l in ipairs(ls) do
+          if l:find("auth 403$") then n = n + 1 end
+        end
+        assert.equal(#forbidden_ids, n)
+      end)
+
+      it("exits 1 after printing when Partner Center fails", function()
+        sb:faults { { type = "status", status = 503, path = "^/v1/", times = -1 } }
+        local rc, out, err = run { "report", "--format", "csv" }
+        assert.equal(1, rc)
+        local rows = lines(out, "\r\n")
+        assert.equal("customerId,organization,ownerEmail,jobStatus,tenantId,displayName,"
+                     .. "countryLetterCode,city,technicalNotificationMails,failure", rows[1])
+        assert.matches(",http 503$", rows[2] .. (rows[2]:find("http 503") and "" or rows[3]))
+        assert.matches(("^partnercustomers: %d Partner Center lookups failed: http error 503"):format(#tenants),
+                       err)
+        assert.equal(1, #lines(err))
+      end)
+
+      it("exits 1 without output when AvePoint fails", function()
+        sb:faults { { type = "status", status = 500, path = "^/partner/", times = -1 } }
+        local rc, out, err = run { "report" }
+        assert.equal(1, rc)
+        assert.equal("", out)
+        assert.matches("^partnercustomers: http error 500", err)
+      end)
+    end)
+
+    describe("the refresh token file", function()
+      local dir
+      before_each(function()
+        local p = io.popen("mktemp -d")
+        dir = p:read("l")
+        p:close()
+      end)
+      after_each(function() os.execute("rm -rf '" .. dir .. "'") end)
+
+      local function read(path)
+        local f = assert(io.open(path))
+        local s = f:read("a")
+        f:close()
+        return s
+      end
+
+      local function write(path, s)
+        local f = assert(io.open(path, "w"))
+        f:write(s)
+        f:close()
+      end
+
+      local function listing()
+        local p = io.popen("ls -A '" .. dir .. "'")
+        local names = p:read("a")
+        p:close()
+        return names
+      end
+
+      it("is read, and rewritten with each new refresh token (mode 600)", function()
+        local file = dir .. "/refresh-token"
+        local first = sb:refresh_token()
+        secrets[#secrets + 1] = first
+        write(file, first .. "\n")
+        local e = env { PARTNERCUSTOMERS_PC_REFRESH_TOKEN_FILE = file }
+        local seen = { [first] = true }
+        for _ = 1, 2 do
+          local rc, out, err = run({ "organization", "--format", "json", ok_ids[1] }, e)
+          assert.equal(0, rc, err)
+          assert.equal(1, #cjson.decode(out))
+          local now = read(file):match("^(%S+)\n$")
+          assert.is_string(now)
+          assert.is_nil(seen[now]) -- rotated
+          seen[now] = true
+          secrets[#secrets + 1] = now
+          local p = io.popen("stat -c %a '" .. file .. "'")
+          assert.equal("600", p:read("l"))
+          p:close()
+          assert.equal("refresh-token\n", listing()) -- no temporary file left behind
+        end
+        for _, entry in ipairs(sb:log()) do
+          if entry.path:find("/oauth2/", 1, true) then
+            assert.matches("grant_type=refresh_token", entry.body)
+          end
+        end
+
+        -- a refresh token already redeemed: exit 1, the file untouched
+        write(file, first)
+        local rc, out, err = run({ "organization", ok_ids[1] }, e)
+        assert.equal(1, rc)
+        assert.equal("", out)
+        assert.matches("invalid_grant", err)
+        assert.equal(first, read(file))
+      end)
+
+      it("works without a client secret (a public client)", function()
+        local file = dir .. "/rt"
+        local token = sb:refresh_token()
+        secrets[#secrets + 1] = token
+        write(file, token)
+        local rc, _, err = run({ "customers", "--source", "partnercenter", "--format", "csv" },
+          env { PARTNERCUSTOMERS_PC_REFRESH_TOKEN_FILE = file, PARTNERCUSTOMERS_PC_CLIENT_SECRET = false })
+        assert.equal(0, rc, err)
+        local now = read(file):match("^(%S+)\n$")
+        assert.is_string(now)
+        assert.not_equal(token, now)
+        secrets[#secrets + 1] = now
+        for _, entry in ipairs(sb:log()) do
+          if entry.path:find("/oauth2/", 1, true) then
+            assert.not_matches("client_secret", entry.body)
+          end
+        end
+      end)
+
+      it("says so, with exit status 1, when the new token cannot be saved", function()
+        local file = dir .. "/rt"
+        local token = sb:refresh_token()
+        secrets[#secrets + 1] = token
+        write(file, token)
+        -- the rename fails (a read-only file system, say); root would pass any mode test
+        local rename = os.rename
+        os.rename = function() return nil, "Read-only file system" end
+        local ok, rc, out, err = pcall(run, { "organization", ok_ids[1] },
+                                       env { PARTNERCUSTOMERS_PC_REFRESH_TOKEN_FILE = file })
+        os.rename = rename
+        assert(ok, rc)
+        assert.equal(1, rc)
+        assert.equal("", out)
+        assert.matches("^partnercustomers: cannot save the new refresh token to .*Read%-only file system", err)
+        assert.equal(1, #lines(err))
+        assert.equal(token, read(file))
+        assert.equal("rt\n", listing()) -- the temporary file is removed
+      end)
+
+      it("an empty file is misuse", function()
+        local file = dir .. "/empty"
+        write(file, "\n")
+        local rc, _, err = run({ "organization", ok_ids[1] },
+                               env { PARTNERCUSTOMERS_PC_REFRESH_TOKEN_FILE = file })
+        assert.equal(2, rc)
+        assert.matches("PARTNERCUSTOMERS_PC_REFRESH_TOKEN_FILE", err)
+      end)
     end)
   end)
 

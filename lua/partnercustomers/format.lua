@@ -1,8 +1,12 @@
 -- Output formats of the command line: table, csv, json, ndjson.
 --
--- format.writer(name, out) returns a writer with :add(customer) and :finish(); `out` is anything
+-- format.writer(name, out, layout) returns a writer with :add(row) and :finish(); `out` is anything
 -- with a file's write method. csv, json and ndjson write as rows arrive; table must see every row
 -- to size its columns, so it writes on finish. Both return true, or nil and the write error.
+--
+-- `layout` says what a row is (M.LAYOUTS): "customers" (the default: AvePoint customers),
+-- "pc_customers" (Partner Center customers), "organizations" (Partner Center organizations with
+-- their tenantId added) and "report" (rows of report.lua).
 
 local util = require "partnercustomers.util"
 
@@ -13,6 +17,13 @@ M.NAMES = { "table", "csv", "json", "ndjson" }
 -- JSON objects list these keys first, the rest sorted ("name" is a tenant's).
 local KEY_ORDER = { "id", "name", "organization", "ownerEmail", "jobStatus", "jobStatusCode",
                     "countryOrRegion", "managementMode", "tenants" }
+local PC_CUSTOMER_ORDER = { "id", "companyProfile", "tenantId", "domain", "companyName",
+                            "relationshipToPartner" }
+local ORGANIZATION_ORDER = { "tenantId", "displayName", "street", "city", "state", "postalCode",
+                             "countryLetterCode", "technicalNotificationMails" }
+local REPORT_ORDER = { "customerId", "organization", "ownerEmail", "jobStatus", "tenantId",
+                       "displayName", "countryLetterCode", "city", "technicalNotificationMails",
+                       "failure" }
 
 local MODES = { [0] = "Customer", "Partner", "To configure" }
 
@@ -71,6 +82,17 @@ local function width(s)
   return n
 end
 
+-- Notification e-mails in one cell.
+local function mails(list)
+  local parts = {}
+  for i, m in ipairs(list or {}) do parts[i] = text(m) end
+  return table.concat(parts, "; ")
+end
+
+local function profile(c, key)
+  return text(type(c.companyProfile) == "table" and c.companyProfile[key] or nil)
+end
+
 local COLUMNS = {
   { "ID", function(c) return text(c.id) end },
   { "Organization", function(c) return text(c.organization) end },
@@ -85,13 +107,14 @@ local COLUMNS = {
     end },
 }
 
-local function table_writer(out)
+local function table_writer(out, layout)
+  local columns = layout.columns
   local header = {}
-  for i, col in ipairs(COLUMNS) do header[i] = col[1] end
+  for i, col in ipairs(columns) do header[i] = col[1] end
   local rows = { header }
   return writer(function(_, c)
     local row = {}
-    for i, col in ipairs(COLUMNS) do
+    for i, col in ipairs(columns) do
       row[i] = col[2](c):gsub("%c", " ") -- a newline in a name must not break the table
     end
     rows[#rows + 1] = row
@@ -141,20 +164,21 @@ local function csv_line(cells)
   return table.concat(cells, ",") .. "\r\n"
 end
 
-local function csv_writer(out)
+local function csv_writer(out, layout)
+  local columns = layout.csv_columns
   local started = false
   local function header()
     if started then return true end
     started = true
     local names = {}
-    for i, col in ipairs(CSV_COLUMNS) do names[i] = col[1] end
+    for i, col in ipairs(columns) do names[i] = col[1] end
     return write(out, csv_line(names))
   end
   return writer(function(_, c)
     local ok, err = header()
     if not ok then return nil, err end
     local cells = {}
-    for i, col in ipairs(CSV_COLUMNS) do cells[i] = col[2](c) end
+    for i, col in ipairs(columns) do cells[i] = col[2](c) end
     return write(out, csv_line(cells))
   end, header) -- no rows: the header alone
 end
@@ -162,49 +186,146 @@ end
 ------------------------------------------------------------------------------------------------
 -- json and ndjson
 
-function M.json(v)
-  return util.json_encode(v, KEY_ORDER)
+function M.json(v, order)
+  return util.json_encode(v, order or KEY_ORDER)
 end
 
-local function json_writer(out)
+local function json_writer(out, layout)
   local n = 0
   return writer(function(_, c)
     n = n + 1
-    return write(out, (n == 1 and "[\n" or ",\n") .. M.json(c))
+    return write(out, (n == 1 and "[\n" or ",\n") .. M.json(layout.object(c), layout.key_order))
   end, function()
     return write(out, n == 0 and "[]\n" or "\n]\n")
   end)
 end
 
-local function ndjson_writer(out)
+local function ndjson_writer(out, layout)
   return writer(function(_, c)
-    return write(out, M.json(c) .. "\n")
+    return write(out, M.json(layout.object(c), layout.key_order) .. "\n")
   end)
 end
 
 local WRITERS = { table = table_writer, csv = csv_writer, json = json_writer, ndjson = ndjson_writer }
 
+------------------------------------------------------------------------------------------------
+-- Layouts: what the columns of each kind of row are
+
+local function as_is(row) return row end
+
+-- A report row without its error object (the failure column says what it was).
+local function report_object(row)
+  local copy = {}
+  for k, v in pairs(row) do
+    if k ~= "error" then copy[k] = v end
+  end
+  return copy
+end
+
+local LAYOUTS = {
+  customers = { columns = COLUMNS, csv_columns = CSV_COLUMNS, key_order = KEY_ORDER, object = as_is },
+
+  pc_customers = {
+    columns = {
+      { "ID", function(c) return text(c.id) end },
+      { "Company", function(c) return profile(c, "companyName") end },
+      { "Domain", function(c) return profile(c, "domain") end },
+      { "Tenant", function(c) return profile(c, "tenantId") end },
+      { "Relationship", function(c) return text(c.relationshipToPartner) end },
+    },
+    csv_columns = {
+      { "id", function(c) return text(c.id) end },
+      { "tenantId", function(c) return profile(c, "tenantId") end },
+      { "domain", function(c) return profile(c, "domain") end },
+      { "companyName", function(c) return profile(c, "companyName") end },
+      { "relationshipToPartner", function(c) return text(c.relationshipToPartner) end },
+    },
+    key_order = PC_CUSTOMER_ORDER,
+    object = as_is,
+  },
+
+  organizations = {
+    columns = {
+      { "Tenant", function(o) return text(o.tenantId) end },
+      { "Display name", function(o) return text(o.displayName) end },
+      { "Country", function(o) return text(o.countryLetterCode) end },
+      { "State", function(o) return text(o.state) end },
+      { "City", function(o) return text(o.city) end },
+      { "Postal code", function(o) return text(o.postalCode) end },
+      { "Street", function(o) return text(o.street) end },
+      { "Notification e-mails", function(o) return mails(o.technicalNotificationMails) end },
+    },
+    csv_columns = {
+      { "tenantId", function(o) return text(o.tenantId) end },
+      { "displayName", function(o) return text(o.displayName) end },
+      { "street", function(o) return text(o.street) end },
+      { "city", function(o) return text(o.city) end },
+      { "state", function(o) return text(o.state) end },
+      { "postalCode", function(o) return text(o.postalCode) end },
+      { "countryLetterCode", function(o) return text(o.countryLetterCode) end },
+      { "technicalNotificationMails", function(o) return mails(o.technicalNotificationMails) end },
+    },
+    key_order = ORGANIZATION_ORDER,
+    object = as_is,
+  },
+
+  report = {
+    columns = {
+      { "Organization", function(r) return text(r.organization) end },
+      { "Owner e-mail", function(r) return text(r.ownerEmail) end },
+      { "Job status", function(r) return text(r.jobStatus) end },
+      { "Tenant", function(r) return text(r.tenantId) end },
+      { "Display name", function(r) return text(r.displayName) end },
+      { "Country", function(r) return text(r.countryLetterCode) end },
+      { "City", function(r) return text(r.city) end },
+      { "Notification e-mails", function(r) return mails(r.technicalNotificationMails) end },
+      { "Failure", function(r) return text(r.failure) end },
+    },
+    csv_columns = {
+      { "customerId", function(r) return text(r.customerId) end },
+      { "organization", function(r) return text(r.organization) end },
+      { "ownerEmail", function(r) return text(r.ownerEmail) end },
+      { "jobStatus", function(r) return text(r.jobStatus) end },
+      { "tenantId", function(r) return text(r.tenantId) end },
+      { "displayName", function(r) return text(r.displayName) end },
+      { "countryLetterCode", function(r) return text(r.countryLetterCode) end },
+      { "city", function(r) return text(r.city) end },
+      { "technicalNotificationMails", function(r) return mails(r.technicalNotificationMails) end },
+      { "failure", function(r) return text(r.failure) end },
+    },
+    key_order = REPORT_ORDER,
+    object = report_object,
+  },
+}
+
+M.LAYOUTS = { "customers", "pc_customers", "organizations", "report" }
+
 -- Whether rows appear as they are added (so a long listing can stream).
 M.STREAMING = { table = false, csv = true, json = true, ndjson = true }
 
-local function make_writer(name, out, level)
+local function make_writer(name, out, layout, level)
   local make = WRITERS[name]
   if not make then
     util.misuse(level + 1, 'format: unknown format %q (expected one of "%s")', tostring(name),
                 table.concat(M.NAMES, '", "'))
   end
-  return make(out)
+  local l = LAYOUTS[layout == nil and "customers" or layout]
+  if not l then
+    util.misuse(level + 1, 'format: unknown layout %q (expected one of "%s")', tostring(layout),
+                table.concat(M.LAYOUTS, '", "'))
+  end
+  return make(out, l)
 end
 
-function M.writer(name, out)
-  local w = make_writer(name, out, 2)
+function M.writer(name, out, layout)
+  local w = make_writer(name, out, layout, 2)
   return w
 end
 
--- Writes every customer of the array at once.
-function M.write(name, out, customers)
-  local w = make_writer(name, out, 2)
-  for _, c in ipairs(customers) do
+-- Writes every row of the array at once.
+function M.write(name, out, rows, layout)
+  local w = make_writer(name, out, layout, 2)
+  for _, c in ipairs(rows) do
     local ok, err = w:add(c)
     if not ok then return nil, err end
   end

@@ -1,4 +1,5 @@
--- partnercustomers: customer inventory from the AvePoint Graph API (see API.md).
+-- partnercustomers: customer inventory from the AvePoint Graph API and Microsoft Partner Center
+-- (see API.md).
 -- The C core (partnercustomers.core) does HTTP, retries, auth and JSON; this is the Lua front.
 
 local core = require "partnercustomers.core"
@@ -9,5 +10,5 @@ return {
   is_error = core.is_error,
   job_status = require "partnercustomers.job_status",
   avepoint = require("partnercustomers.avepoint").new,
-  -- partnercenter = ...: the Microsoft Partner Center client comes with a later issue.
+  partnercenter = require("partnercustomers.partnercenter").new,
 }

@@ -1,0 +1,563 @@
+-- The Microsoft Partner Center client: pc.partnercenter{...}.
+-- HTTP, retries, tokens (Entra ID: client credentials or a rotating refresh token) and JSON
+-- decoding are the core's (partnercustomers.core); this layer builds the requests with the
+-- headers Partner Center wants, checks the answers' shape and follows the continuation links.
+
+local core = require "partnercustomers.core"
+local util = require "partnercustomers.util"
+
+local misuse = util.misuse
+
+-- Authority (token host) and API host of each cloud (api-docs/FIELD-NOTES.md).
+local CLOUDS = {
+  global = {
+    authority = "https://login.microsoftonline.com",
+    base_url = "https://api.partnercenter.microsoft.com",
+  },
+  usgov = {
+    authority = "https://login.microsoftonline.us",
+    -- inferred: FIELD-NOTES names no API host for US Government; Microsoft's page of Partner
+    -- Center REST URLs lists the worldwide host for it. Override with base_url if it differs.
+    base_url = "https://api.partnercenter.microsoft.com",
+  },
+  china = {
+    authority = "https://login.chinacloudapi.cn",
+    base_url = "https://partner.partnercenterapi.microsoft.cn",
+  },
+}
+
+-- What the token is asked for: v2 takes a scope, v1 (the form Partner Center's docs show) a
+-- resource. The same audience in every cloud (inferred for usgov and china).
+local RESOURCE = "https://api.partnercenter.microsoft.com"
+local TOKEN_FORMS = {
+  v2 = { path = "/oauth2/v2.0/token", scope = RESOURCE .. "/.default", audience = "scope" },
+  v1 = { path = "/oauth2/token", scope = RESOURCE, audience = "resource" },
+}
+
+local CUSTOMERS_PATH = "/v1/customers"
+local MAX_PAGE_SIZE = 500 -- the largest `size` the service takes (and the sandbox's limit)
+local DEFAULT_PARALLEL = 8
+
+------------------------------------------------------------------------------------------------
+-- Checkers
+
+local GUID = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+local function is_guid(v)
+  return type(v) == "string" and v:find(GUID) ~= nil
+end
+
+local function guid(v)
+  if is_guid(v) then return v end
+  return nil, "a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"
+end
+
+-- The partner's tenant goes into the token URL's path: a GUID or a domain name.
+local function tenant(v)
+  if type(v) == "string" and v:find("^[%w][%w.%-]*$") and #v <= 253 then return v end
+  return nil, 'a tenant id (GUID) or domain name such as "contoso.onmicrosoft.com"'
+end
+
+-- X-Locale: a language tag such as "en-US".
+local function locale(v)
+  if type(v) == "string" and v:find("^%a[%w%-_]*$") and #v <= 35 then return v end
+  return nil, 'a locale such as "en-US"'
+end
+
+local OPTIONS = {
+  tenant = tenant,
+  client_id = util.string,
+  client_secret = util.string,
+  refresh_token = util.string,
+  on_refresh_token = util.func,
+  certificate = util.table,
+  client_auth = util.one_of { "post", "basic" }, -- addition: how a client_secret travels
+  access_token = util.header_string,
+  token = util.func,
+  cloud = util.one_of { "global", "usgov", "china" },
+  base_url = util.url,
+  token_url = util.url,
+  locale = locale,
+  -- ranges as the core takes them
+  timeout = util.number { min = 0.001, max = 86400 },
+  connect_timeout = util.number { min = 0.001, max = 3600 },
+  max_retries = util.number { integer = true, min = 0, max = 10 },
+  max_parallel = util.number { integer = true, min = 1, max = 64 },
+  max_response_bytes = util.number { integer = true, min = 1, max = math.tointeger(1e12) },
+  ca_file = util.string,
+  proxy = util.string,
+  user_agent = util.header_string,
+  on_event = util.func,
+  clock = util.func,
+  sleep = util.func,
+  -- additions to API.md's list
+  token_endpoint = util.one_of { "v2", "v1" },
+  correlation_id = guid,
+}
+
+-- Passed to core.new as they are.
+local CORE_OPTIONS = { "timeout", "connect_timeout", "max_retries", "max_parallel",
+                       "max_response_bytes", "ca_file", "proxy", "user_agent", "on_event",
+                       "clock", "sleep" }
+
+local CALL_OPTIONS = { correlation_id = guid }
+local ORGANIZATIONS_OPTIONS = {
+  correlation_id = guid,
+  parallel = util.number { integer = true, min = 1, max = 64 },
+  progress = util.func,
+}
+local PAGING_OPTIONS = {
+  correlation_id = guid,
+  page_size = util.number { integer = true, min = 1, max = MAX_PAGE_SIZE },
+}
+
+local Partnercenter = { __name = "partnercustomers.partnercenter" }
+local methods = {}
+Partnercenter.__index = methods
+
+------------------------------------------------------------------------------------------------
+-- Construction
+
+-- Which ways to authenticate the options use (names for messages).
+local function credential_ways(o)
+  local ways = {}
+  if o.certificate then
+    ways[#ways + 1] = "certificate"
+    if o.client_secret then ways[#ways + 1] = "client_secret" end
+  end
+  if o.refresh_token then
+    ways[#ways + 1] = "refresh_token"
+  elseif o.client_secret and not o.certificate then
+    ways[#ways + 1] = "client_id + client_secret"
+  end
+  if o.access_token then ways[#ways + 1] = "access_token" end
+  if o.token then ways[#ways + 1] = "token" end
+  return ways
+end
+
+local function check_credentials(o, level)
+  local what = "pc.partnercenter"
+  local ways = credential_ways(o)
+  if o.on_refresh_token and not o.refresh_token then
+    misuse(level + 1, "%s: option 'on_refresh_token' needs option 'refresh_token'", what)
+  end
+  if #ways == 0 then
+    if o.client_id then
+      misuse(level + 1, "%s: option 'client_id' needs option 'client_secret' (app-only) or "
+                        .. "option 'refresh_token' (app+user)", what)
+    end
+    misuse(level + 1, "%s needs credentials: client_id + client_secret, client_id + certificate, "
+                      .. "client_id + refresh_token, access_token or token", what)
+  elseif #ways > 1 then
+    misuse(level + 1, "%s takes one kind of credentials, got %s", what, table.concat(ways, " and "))
+  elseif o.certificate and o.refresh_token then
+    misuse(level + 1, "%s takes one kind of credentials, got certificate and refresh_token", what)
+  elseif o.certificate and not o.client_id then
+    misuse(level + 1, "%s: option 'certificate' needs option 'client_id'", what)
+  elseif (o.access_token or o.token) and o.client_id then
+    misuse(level + 1, "%s takes one kind of credentials, got client_id and %s", what,
+           o.access_token and "access_token" or "token")
+  elseif (o.client_secret or o.refresh_token) and not o.client_id then
+    misuse(level + 1, "%s: option '%s' needs option 'client_id'", what,
+           o.refresh_token and "refresh_token" or "client_secret")
+  end
+end
+
+local function new(opts)
+  local o = util.options(opts, OPTIONS, "pc.partnercenter", 2)
+  check_credentials(o, 2)
+
+  local cloud = CLOUDS[o.cloud or "global"]
+  local form = TOKEN_FORMS[o.token_endpoint or "v2"]
+  local copts = {}
+  for _, k in ipairs(CORE_OPTIONS) do copts[k] = o[k] end
+  if o.client_id then
+    if not o.token_url and not o.tenant then
+      misuse(2, "pc.partnercenter: option 'tenant' is required with %s (or give option 'token_url')",
+             o.refresh_token and "refresh_token" or o.certificate and "certificate" or "client_id + client_secret")
+    end
+    local certificate -- the core reads its fields and refuses what is wrong, before any request
+    if o.certificate then
+      certificate = {}
+      for k, v in pairs(o.certificate) do certificate[k] = v end
+    end
+    local cred = {
+      token_url = o.token_url or (cloud.authority .. "/" .. o.tenant .. form.path),
+      client_id = o.client_id,
+      client_secret = o.client_secret,
+      certificate = certificate,
+      client_auth = (not o.refresh_token) and o.client_auth or nil,
+      audience = form.audience,
+    }
+    if o.refresh_token then
+      cred.refresh_token = o.refresh_token
+      cred.on_refresh_token = o.on_refresh_token
+      copts.refresh_token = cred
+    else
+      copts.client_credentials = cred
+    end
+  else
+    copts.access_token, copts.token = o.access_token, o.token
+  end
+
+  local base = o.base_url or cloud.base_url
+  local client = util.new_core(core, copts, 2)
+  return setmetatable({
+    _client = client,
+    _base = base,
+    -- a path in base_url (a gateway in front of the service) is kept for continuation links
+    _prefix = util.parse_url(base).path,
+    _scope = form.scope,
+    _locale = o.locale,
+    _correlation_id = o.correlation_id or core.uuid(),
+    _on_event = o.on_event,
+    _closed = false,
+  }, Partnercenter)
+end
+
+local function check_self(self, name, level)
+  if getmetatable(self) ~= Partnercenter then
+    misuse(level + 1, "%s: call it as mpc:%s(...)", name, name)
+  end
+  if self._closed then
+    misuse(level + 1, "%s: attempt to use a closed Partner Center client", name)
+  end
+end
+
+------------------------------------------------------------------------------------------------
+-- Requests and answers
+
+-- One logical call: a fresh MS-RequestId, which the core sends again on every retry of it.
+-- `extra`: headers a continuation link asks for (they replace ours of the same name).
+local function request(self, url, correlation_id, extra)
+  local headers = {
+    ["Accept"] = "application/json",
+    ["MS-Contract-Version"] = "v1",
+    ["MS-RequestId"] = core.uuid(),
+    ["MS-CorrelationId"] = correlation_id or self._correlation_id,
+    ["X-Locale"] = self._locale,
+  }
+  if extra then
+    for name, value in pairs(extra) do
+      for mine in pairs(headers) do
+        if mine:lower() == name:lower() then headers[mine] = nil end
+      end
+      headers[name] = value
+    end
+  end
+  return { method = "GET", url = url, headers = headers, scope = self._scope, decode = true }
+end
+
+local function header_of(req, name)
+  for k, v in pairs(req.headers) do
+    if k:lower() == name then return v end
+  end
+end
+
+local function protocol_error(req, resp, fmt, ...)
+  local h = resp.headers or {}
+  return core.error {
+    kind = "protocol",
+    method = req.method,
+    url = req.url,
+    status = resp.status,
+    attempts = resp.attempts,
+    request_id = h["ms-requestid"] or header_of(req, "ms-requestid"),
+    correlation_id = h["ms-correlationid"] or header_of(req, "ms-correlationid"),
+    cv = h["ms-cv"],
+    message = fmt:format(...),
+  }
+end
+
+local function is_object(v)
+  return type(v) == "table" and (next(v) == nil or not util.is_array(v))
+end
+
+local function shape_of(v)
+  if type(v) == "table" then return util.is_array(v) and "an array" or "an object" end
+  return util.got(v):gsub("^got ", "")
+end
+
+-- The organization from an answer: the first element of the array; its technicalNotificationMails
+-- always an array.
+local function organization_of(req, resp)
+  local data = resp.data
+  if type(data) ~= "table" or not util.is_array(data) then
+    return nil, protocol_error(req, resp, "expected a JSON array of organizations (got %s)",
+                               shape_of(data))
+  end
+  local org = data[1]
+  if org == nil then
+    return nil, protocol_error(req, resp, "the service answered an empty array: no organization")
+  elseif not is_object(org) then
+    return nil, protocol_error(req, resp, "the organization is %s, not an object", shape_of(org))
+  end
+  local mails = org.technicalNotificationMails
+  if mails == nil then
+    org.technicalNotificationMails = {}
+  elseif type(mails) ~= "table" or not util.is_array(mails) then
+    return nil, protocol_error(req, resp, '"technicalNotificationMails" is not an array')
+  else
+    for _, m in ipairs(mails) do
+      if type(m) ~= "string" then
+        return nil, protocol_error(req, resp, '"technicalNotificationMails" holds a non-string')
+      end
+    end
+  end
+  return org
+end
+
+local function organization_url(self, id)
+  return ("%s%s/%s/organization"):format(self._base, CUSTOMERS_PATH, id)
+end
+
+------------------------------------------------------------------------------------------------
+-- organization, organizations
+
+function methods:organization(id, opts)
+  check_self(self, "organization", 2)
+  if not is_guid(id) then
+    misuse(2, "organization: the customer tenant id must be a GUID (%s)",
+           type(id) == "string" and "got a string that is not one" or util.got(id))
+  end
+  local o = util.options(opts, CALL_OPTIONS, "organization", 2)
+  local req = request(self, organization_url(self, id), o.correlation_id)
+  local resp, err = self._client:request(req)
+  if not resp then return nil, err end
+  return organization_of(req, resp)
+end
+
+-- The ids, checked (all before any request) and without repeats, in order.
+local function tenant_ids(ids, level)
+  if type(ids) ~= "table" or not util.is_array(ids) then
+    misuse(level + 1, "organizations: ids must be an array of customer tenant ids (%s)",
+           type(ids) == "table" and "got a table that is not an array" or util.got(ids))
+  end
+  local list, seen = {}, {}
+  for i, id in ipairs(ids) do
+    if not is_guid(id) then
+      misuse(level + 1, "organizations: ids[%d] must be a customer tenant id, a GUID (%s)", i,
+             type(id) == "string" and "got a string that is not one" or util.got(id))
+    end
+    if not seen[id] then
+      seen[id] = true
+      list[#list + 1] = id
+    end
+  end
+  return list
+end
+
+-- Looks every id up, `parallel` at a time; results[id] = organization or errors[id] = err.
+function methods:organizations(ids, opts)
+  check_self(self, "organizations", 2)
+  local list = tenant_ids(ids, 2)
+  local o = util.options(opts, ORGANIZATIONS_OPTIONS, "organizations", 2)
+  local parallel, progress = o.parallel or DEFAULT_PARALLEL, o.progress
+  local results, errors = {}, {}
+  local total, done = #list, 0
+  for first = 1, total, parallel do
+    local reqs = {}
+    for i = first, math.min(first + parallel - 1, total) do
+      reqs[#reqs + 1] = request(self, organization_url(self, list[i]), o.correlation_id)
+    end
+    local answers = self._client:batch(reqs)
+    for j, answer in ipairs(answers) do
+      local id = list[first + j - 1]
+      local resp, err = answer[1], answer[2]
+      local org
+      if resp then org, err = organization_of(reqs[j], resp) end
+      if org then results[id] = org else errors[id] = err end
+      done = done + 1
+      if progress then progress(done, total) end
+    end
+  end
+  if progress and total == 0 then progress(0, 0) end
+  return results, errors
+end
+
+------------------------------------------------------------------------------------------------
+-- customers: GET /v1/customers?size=N, then links.next until it is absent
+
+local FORBIDDEN_HEADERS = { authorization = true, host = true, ["content-length"] = true }
+
+-- links.next.headers -> {name = value}, or nil and why.
+local function link_headers(list)
+  if list == nil then return {} end
+  if type(list) ~= "table" or not util.is_array(list) then return nil, "is not an array" end
+  local headers = {}
+  for i, h in ipairs(list) do
+    if not is_object(h) then return nil, ("[%d] is not an object"):format(i) end
+    local name, value = h.key, h.value
+    if type(name) ~= "string" or not name:find("^[%w!#$%%&'*+.^_`|~-]+$") then
+      return nil, ("[%d] has no usable key"):format(i)
+    elseif FORBIDDEN_HEADERS[name:lower()] then
+      return nil, ("[%d] would replace the %s header"):format(i, name)
+    elseif math.type(value) == "integer" then
+      value = ("%d"):format(value)
+    elseif type(value) ~= "string" or value:find("[%z\r\n]") then
+      return nil, ("[%d] has a value that cannot be sent"):format(i)
+    end
+    headers[name] = value
+  end
+  return headers
+end
+
+-- Resolves links.next.uri against the URL of the page it came with: a path is taken from the
+-- host (so a uri holding /v1 is not prefixed again), keeping a path prefix of base_url; an
+-- absolute URI must have the same scheme, host and port.
+local function resolve_link(self, current, uri)
+  if type(uri) ~= "string" or uri == "" then return nil, "is not a string" end
+  if uri:find("[%s%c]") then return nil, "holds spaces or control characters" end
+  local origin = current:match("^[^:]+://[^/?#]*")
+  if uri:find("^//") then uri = current:match("^[^:]+:") .. uri end
+  if uri:find("^%a[%w+.%-]*:") then
+    local u, why = util.parse_url(uri)
+    if not u then return nil, "is not usable: " .. why end
+    local cur = util.parse_url(current)
+    if util.origin(u) ~= util.origin(cur) then
+      return nil, ("points to %s, not to %s"):format(util.origin(u), util.origin(cur))
+    end
+    return uri
+  elseif uri:find("^/") then
+    local prefix = self._prefix
+    if prefix ~= "" and uri:sub(1, #prefix + 1) ~= prefix .. "/" then uri = prefix .. uri end
+    return origin .. uri
+  elseif uri:find("^%?") then
+    return (current:match("^[^?#]*")) .. uri
+  else
+    return (current:match("^[^?#]*/")) .. uri
+  end
+end
+
+-- The continuation as a key, to notice a next link that comes back.
+local function link_key(url, headers)
+  local lines = {}
+  for k, v in pairs(headers) do lines[#lines + 1] = k:lower() .. ": " .. v end
+  table.sort(lines)
+  return url .. "\n" .. table.concat(lines, "\n")
+end
+
+-- Checks one page; returns its items and the next link ({url, headers}, or false on the last
+-- page), or nil and a protocol error. `link_err` is set instead of the link when the page is good
+-- but its next link is not.
+local function read_page(self, req, resp)
+  local body = resp.data
+  if not is_object(body) then
+    return nil, protocol_error(req, resp, "expected a JSON object (got %s)", shape_of(body))
+  end
+  local items = body.items
+  if items == nil then
+    items = {}
+  elseif type(items) ~= "table" or not util.is_array(items) then
+    return nil, protocol_error(req, resp, '"items" is not an array')
+  end
+  for i, c in ipairs(items) do
+    if not is_object(c) then
+      return nil, protocol_error(req, resp, "customer %d is not an object", i)
+    end
+  end
+
+  local links = body.links
+  if links ~= nil and not is_object(links) then
+    return items, nil, protocol_error(req, resp, '"links" is not an object')
+  end
+  local nxt = links and links.next
+  if nxt == nil then return items, false end
+  if not is_object(nxt) then
+    return items, nil, protocol_error(req, resp, '"links.next" is not an object')
+  end
+  if nxt.method ~= nil and (type(nxt.method) ~= "string" or nxt.method:upper() ~= "GET") then
+    return items, nil, protocol_error(req, resp, '"links.next.method" is not GET')
+  end
+  local url, why = resolve_link(self, req.url, nxt.uri)
+  if not url then
+    return items, nil, protocol_error(req, resp, '"links.next.uri" %s', why)
+  end
+  local headers
+  headers, why = link_headers(nxt.headers)
+  if not headers then
+    return items, nil, protocol_error(req, resp, '"links.next.headers" %s', why)
+  end
+  return items, { url = url, headers = headers }
+end
+
+-- The paging walk shared by customers and each_customer: the returned function gives the items
+-- of the next page; nil at the end; or nil, err. A failed request does not advance (calling again
+-- retries that page); a bad next link fails the call after the page it came with.
+local function pager(self, o)
+  local url = ("%s%s?size=%d"):format(self._base, CUSTOMERS_PATH, o.page_size or MAX_PAGE_SIZE)
+  local headers, seen, index = nil, {}, 0
+  local finished, pending = false, nil
+  return function()
+    if pending then return nil, pending end
+    if finished then return nil end
+    local req = request(self, url, o.correlation_id, headers)
+    local resp, err = self._client:request(req)
+    if not resp then return nil, err end
+    local items, link, link_err = read_page(self, req, resp)
+    if not items then return nil, link end
+
+    index = index + 1
+    if self._on_event then self._on_event { type = "page", page_index = index, count = #items } end
+    if link_err then
+      pending = link_err
+    elseif not link then
+      finished = true
+    else
+      local key = link_key(link.url, link.headers)
+      if seen[key] then
+        pending = protocol_error(req, resp, '"links.next" repeats a link already followed: '
+                                 .. "the paging does not advance")
+      end
+      seen[key] = true
+      url, headers = link.url, link.headers
+    end
+    return items
+  end
+end
+
+function methods:customers(opts)
+  check_self(self, "customers", 2)
+  local next_page = pager(self, util.options(opts, PAGING_OPTIONS, "customers", 2))
+  local all = {}
+  while true do
+    local items, err = next_page()
+    if not items then
+      if err ~= nil then return nil, err end
+      return all
+    end
+    table.move(items, 1, #items, #all + 1, all)
+  end
+end
+
+function methods:each_customer(opts)
+  check_self(self, "each_customer", 2)
+  local next_page = pager(self, util.options(opts, PAGING_OPTIONS, "each_customer", 2))
+  local list, i = {}, 0
+  return function()
+    i = i + 1
+    while list[i] == nil do
+      local items, err = next_page()
+      if items == nil then
+        if err ~= nil then error(err, 0) end -- io.lines style: the error object itself
+        return nil
+      end
+      list, i = items, 1
+    end
+    return list[i]
+  end
+end
+
+function methods:close()
+  if getmetatable(self) ~= Partnercenter then misuse(2, "close: call it as mpc:close()") end
+  if not self._closed then
+    self._closed = true
+    local client = self._client
+    self._client = nil
+    client:close()
+  end
+end
+
+Partnercenter.__close = function(self) self:close() end
+
+return { new = new, is_guid = is_guid }
