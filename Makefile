@@ -54,7 +54,8 @@ test: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory $(SO)
-	@bin/with-sandbox sh -c 'echo "== AvePoint customers (v3)"; bin/partnercustomers customers --source avepoint-v3 --format table && \
+	@WITH_SANDBOX_AUTH=certificate bin/with-sandbox sh -c 'echo "== AvePoint customers (v3), certificate credentials made for this run"; \
+	  bin/partnercustomers customers --source avepoint-v3 --format table && \
 	  echo && echo "== Report: AvePoint customers joined with their Partner Center organizations" && \
 	  bin/partnercustomers report --format table'
 

@@ -49,6 +49,7 @@ build = {
     ["partnercustomers.report"] = "lua/partnercustomers/report.lua",
     ["partnercustomers.util"] = "lua/partnercustomers/util.lua",
     ["partnercustomers.sandbox"] = "lua/partnercustomers/sandbox/init.lua",
+    ["partnercustomers.sandbox.assertion"] = "lua/partnercustomers/sandbox/assertion.lua",
     ["partnercustomers.sandbox.data"] = "lua/partnercustomers/sandbox/data.lua",
     ["partnercustomers.sandbox.faults"] = "lua/partnercustomers/sandbox/faults.lua",
     ["partnercustomers.sandbox.json"] = "lua/partnercustomers/sandbox/json.lua",

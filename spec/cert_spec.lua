@@ -107,6 +107,37 @@ describe("certificate credentials", function()
     end, "client_auth' applies to a client_secret only")
   end)
 
+  it("gets tokens for both clients from a sandbox that verifies the assertions", function()
+    local sandbox = require "spec.helpers.sandbox"
+    local sb = sandbox.start { count = 6, seed = 2, client_cert = p("cert.pem") }
+    local events = {}
+    local function on_event(e) events[#events + 1] = e end
+    local ave = pc.avepoint { client_id = sb.client_id, base_url = sb.url, token_url = sb.token_url,
+                              certificate = { pfx = p("app.pfx"), password = PASSWORD }, on_event = on_event }
+    local customers = assert(ave:all_customers())
+    assert.equal(6, #customers)
+    local mpc = pc.partnercenter { client_id = sb.client_id, base_url = sb.url, token_url = sb.pc_token_url_v2,
+                                   certificate = { key = p("key-enc.pem"), cert = p("cert.pem"), password = PASSWORD,
+                                                   alg = "PS256" }, on_event = on_event }
+    assert(mpc:customers())
+    -- a certificate the sandbox does not know is refused as the service would, tried once
+    local stranger = pc.avepoint { client_id = sb.client_id, base_url = sb.url, token_url = sb.token_url,
+                                   certificate = { key = p("other-key.pem"), cert = p("other.pem") } }
+    local res, err = stranger:customer_page(1, 10)
+    assert.is_nil(res)
+    assert.equal("auth", err.kind)
+    assert.equal("invalid_client", err.code)
+    assert.equal(1, err.attempts)
+    local tokens = 0
+    for _, e in ipairs(events) do
+      if e.type == "token" then tokens = tokens + 1 end
+      for k, v in pairs(e) do assert.not_matches(PASSWORD, tostring(k) .. tostring(v), 1, true) end
+    end
+    assert.equal(2, tokens)
+    ave:close(); mpc:close(); stranger:close()
+    sb:stop()
+  end)
+
   it("is accepted by pc.avepoint", function()
     local ave = pc.avepoint { client_id = "app", certificate = { key = p("key.pem"), cert = p("cert.pem") },
                               base_url = "http://127.0.0.1:1", token_url = "http://127.0.0.1:1/connect/token" }

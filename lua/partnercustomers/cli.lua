@@ -23,6 +23,7 @@ local ENV_OPTIONS = {
   PARTNERCUSTOMERS_MAX_RETRIES = "max_retries",
 }
 local OPTION_ENV = {
+  certificate = "PARTNERCUSTOMERS_CERT_*",
   client_id = "PARTNERCUSTOMERS_CLIENT_ID",
   client_secret = "PARTNERCUSTOMERS_CLIENT_SECRET",
   access_token = "PARTNERCUSTOMERS_ACCESS_TOKEN",
@@ -44,6 +45,7 @@ local PC_ENV_OPTIONS = {
   PARTNERCUSTOMERS_MAX_RETRIES = "max_retries",
 }
 local PC_OPTION_ENV = {
+  certificate = "PARTNERCUSTOMERS_PC_CERT_*",
   client_id = "PARTNERCUSTOMERS_PC_CLIENT_ID",
   client_secret = "PARTNERCUSTOMERS_PC_CLIENT_SECRET",
   access_token = "PARTNERCUSTOMERS_PC_ACCESS_TOKEN",
@@ -89,7 +91,12 @@ Environment (credentials never go on the command line):
  AvePoint (customers, report):
   PARTNERCUSTOMERS_CLIENT_ID        the app's client id
   PARTNERCUSTOMERS_CLIENT_SECRET    the app's client secret
-  PARTNERCUSTOMERS_ACCESS_TOKEN     or, instead of those two, a bearer token used as it is
+  PARTNERCUSTOMERS_CERT_KEY_FILE    or, instead of the secret, certificate credentials: a PEM key
+  PARTNERCUSTOMERS_CERT_FILE          and its PEM certificate,
+  PARTNERCUSTOMERS_PFX_FILE           or a PKCS#12 file instead of those two;
+  PARTNERCUSTOMERS_CERT_PASSWORD      the key's or the .pfx file's password;
+  PARTNERCUSTOMERS_CERT_ALG           RS256 (default) or PS256
+  PARTNERCUSTOMERS_ACCESS_TOKEN     or, instead of all these, a bearer token used as it is
   PARTNERCUSTOMERS_ENVIRONMENT      commercial (default), gov, aos2 or fedramp
   PARTNERCUSTOMERS_BASE_URL         API base URL (overrides the environment's)
   PARTNERCUSTOMERS_TOKEN_URL        token URL (overrides the environment's)
@@ -101,6 +108,8 @@ Environment (credentials never go on the command line):
   PARTNERCUSTOMERS_PC_REFRESH_TOKEN_FILE
                                     app+user: a file holding the refresh token; every new
                                     refresh token is written back to it (mode 600)
+  PARTNERCUSTOMERS_PC_CERT_KEY_FILE, _PC_CERT_FILE, _PC_PFX_FILE, _PC_CERT_PASSWORD, _PC_CERT_ALG
+                                    app-only certificate credentials, as for AvePoint
   PARTNERCUSTOMERS_PC_ACCESS_TOKEN  or, instead of all these, a bearer token used as it is
   PARTNERCUSTOMERS_PC_CLOUD         global (default), usgov or china
   PARTNERCUSTOMERS_PC_BASE_URL      API base URL (overrides the cloud's)
@@ -206,6 +215,17 @@ local function numbers(o, option_env)
   end
 end
 
+-- Certificate credentials from the environment (prefix "PARTNERCUSTOMERS_" or
+-- "PARTNERCUSTOMERS_PC_"), or nil when none of its files is named.
+local function certificate_from(env, prefix)
+  local key = env_value(env, prefix .. "CERT_KEY_FILE")
+  local cert = env_value(env, prefix .. "CERT_FILE")
+  local pfx = env_value(env, prefix .. "PFX_FILE")
+  if not (key or cert or pfx) then return nil end
+  return { key = key, cert = cert, pfx = pfx, password = env_value(env, prefix .. "CERT_PASSWORD"),
+           alg = env_value(env, prefix .. "CERT_ALG") }
+end
+
 -- pc.avepoint options from the environment.
 local function client_options(env)
   local o = {}
@@ -214,11 +234,18 @@ local function client_options(env)
   local id = env_value(env, "PARTNERCUSTOMERS_CLIENT_ID")
   local secret = env_value(env, "PARTNERCUSTOMERS_CLIENT_SECRET")
   local token = env_value(env, "PARTNERCUSTOMERS_ACCESS_TOKEN")
-  if token and (id or secret) then
-    usage("set either PARTNERCUSTOMERS_ACCESS_TOKEN or PARTNERCUSTOMERS_CLIENT_ID and "
-          .. "PARTNERCUSTOMERS_CLIENT_SECRET, not both")
+  local cert = certificate_from(env, "PARTNERCUSTOMERS_")
+  if token and (id or secret or cert) then
+    usage("set either PARTNERCUSTOMERS_ACCESS_TOKEN or PARTNERCUSTOMERS_CLIENT_ID with a secret "
+          .. "or a certificate, not both")
   elseif token then
     o.access_token = token
+  elseif cert and secret then
+    usage("set either PARTNERCUSTOMERS_CLIENT_SECRET or a certificate (PARTNERCUSTOMERS_CERT_*), not both")
+  elseif cert and not id then
+    usage("PARTNERCUSTOMERS_CLIENT_ID is not set")
+  elseif cert then
+    o.client_id, o.certificate = id, cert
   elseif id and secret then
     o.client_id, o.client_secret = id, secret
   elseif id or secret then
@@ -304,7 +331,15 @@ local function pc_client_options(env)
   local secret = env_value(env, "PARTNERCUSTOMERS_PC_CLIENT_SECRET")
   local file = env_value(env, REFRESH_VAR)
   local token = env_value(env, "PARTNERCUSTOMERS_PC_ACCESS_TOKEN")
-  if token and (id or secret or file) then
+  local cert = certificate_from(env, "PARTNERCUSTOMERS_PC_")
+  if cert and (token or secret or file) then
+    usage("set a certificate (PARTNERCUSTOMERS_PC_CERT_*) alone with PARTNERCUSTOMERS_PC_CLIENT_ID, "
+          .. "without a secret, refresh token file or access token")
+  elseif cert and not id then
+    usage("PARTNERCUSTOMERS_PC_CLIENT_ID is not set")
+  elseif cert then
+    o.client_id, o.certificate = id, cert
+  elseif token and (id or secret or file) then
     usage("set either PARTNERCUSTOMERS_PC_ACCESS_TOKEN or PARTNERCUSTOMERS_PC_CLIENT_ID with "
           .. "PARTNERCUSTOMERS_PC_CLIENT_SECRET or %s, not both", REFRESH_VAR)
   elseif token then

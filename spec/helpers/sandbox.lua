@@ -3,6 +3,7 @@
 --
 --   local sandbox = require "spec.helpers.sandbox"
 --   local sb = sandbox.start{count = 30, seed = 7, odata_page_size = 10}
+--   sandbox.start{client_cert = "/abs/cert.pem"}  -- the token endpoints accept assertions too
 --   sb.url, sb.token_url, sb.client_id, sb.client_secret
 --   sb:faults{...}  sb:log()  sb:clear_log()  sb:revoke()  sb:customers()  sb:stop()
 --   sb:token(scope)                         -- a fresh access token (string)
@@ -137,14 +138,15 @@ end
 local option_flags = {
   count = "--count", seed = "--seed", token_ttl = "--token-ttl", odata_page_size = "--odata-page-size",
   v3_status = "--v3-status", idle_timeout = "--idle-timeout", client_id = "--client-id",
-  pc_tenant = "--pc-tenant",
+  pc_tenant = "--pc-tenant", client_cert = "--client-cert",
 }
 
 local DEFAULT_PC_TENANT = "sandbox-partner.onmicrosoft.com"
 local PC_SCOPE_V2 = "https://api.partnercenter.microsoft.com/.default"
 
 -- opts: count, seed, token_ttl, odata_page_size, v3_status, idle_timeout (default 60),
--- client_id, pc_tenant, verbose (request log on stderr).
+-- client_id, pc_tenant, client_cert (an absolute path: a PEM certificate whose key may sign client
+-- assertions), verbose (request log on stderr).
 function sandbox.start(opts)
   opts = opts or {}
   local args = {"--port", "0"}

@@ -47,6 +47,7 @@ local option_checks = {
   v3_status = {function(v) return STATUS_STYLES[v] ~= nil end, '"mixed", "int", "string" or "label"'},
   quiet = {function(v) return type(v) == "boolean" end, "a boolean"},
   pc_tenant = {tenant_name, "a tenant name (letters, digits, '.' and '-')"},
+  client_cert = {non_empty_string, "a file name"},
 }
 
 local function random_hex(nbytes)
@@ -88,6 +89,13 @@ function sandbox.config(opts)
   for key, value in pairs(defaults) do
     if cfg[key] == nil then cfg[key] = value end
   end
+  if cfg.client_cert then
+    -- read now, so that a bad file is a misuse rather than a failure at the first assertion
+    local ok, err = require("partnercustomers.sandbox.assertion").load_certificate(cfg.client_cert)
+    if not ok then
+      error("partnercustomers.sandbox: option 'client_cert': " .. err, 2)
+    end
+  end
   cfg.random_hex = random_hex
   if cfg.client_secret == nil then
     local env = os.getenv(SECRET_ENV)
@@ -103,9 +111,14 @@ end
 
 -- Serves until shutdown or the idle timeout. Raises on misuse; returns true, or nil and a
 -- message when the sandbox cannot run (say, the port is taken).
+-- Serves `cfg` (validated).
+local function serve(cfg)
+  return require("partnercustomers.sandbox.server").run(cfg)
+end
+
 function sandbox.run(opts)
   local cfg = sandbox.config(opts)
-  return require("partnercustomers.sandbox.server").run(cfg)
+  return serve(cfg)
 end
 
 sandbox.usage = [[
@@ -125,6 +138,8 @@ Partner Center customer endpoints and their Entra ID token endpoints, on 127.0.0
   --odata-page-size N  page size of /partner/customers (default 100)
   --v3-status STYLE    jobStatus in v3 answers: mixed, int, string or label (default mixed)
   --pc-tenant NAME     the partner tenant of the Entra token URLs (default sandbox-partner.onmicrosoft.com)
+  --client-cert FILE   a PEM certificate (RSA key): the token endpoints also accept client
+                       assertions (private_key_jwt, RS256 or PS256) signed with its key
   --quiet              no request log on stderr
   --help               this text
 
@@ -157,6 +172,7 @@ local flags = {
   ["--odata-page-size"] = {"odata_page_size", parse_integer},
   ["--v3-status"] = {"v3_status", parse_string},
   ["--pc-tenant"] = {"pc_tenant", parse_string},
+  ["--client-cert"] = {"client_cert", parse_string},
   ["--quiet"] = {"quiet"},
 }
 
@@ -217,7 +233,7 @@ function sandbox.main(args)
                     "try 'partnercustomers sandbox --help'\n")
     return 2
   end
-  local ok, run_err = require("partnercustomers.sandbox.server").run(cfg)
+  local ok, run_err = serve(cfg)
   if not ok then
     io.stderr:write("partnercustomers sandbox: ", tostring(run_err), "\n")
     return 1

@@ -180,8 +180,48 @@ function PartnerCenter:issue_refresh_token()
   return value
 end
 
+-- The AADSTS code of each failed client assertion check (the sandbox's choice, after Entra's:
+-- 50027 invalid JWT, 700027 signature or key, 700021 application id, 700023 audience, 700024 time range).
+local ASSERTION_CODES = {
+  type = 50027, malformed = 50027, typ = 50027, alg = 700027, key = 700027, signature = 700027,
+  no_certificate = 700027, issuer = 700021, client_id = 700021, audience = 700023,
+  expired = 700024, not_yet_valid = 700024, lifetime = 700024, jti = 50027, replay = 700027,
+}
+
+-- Client authentication: a secret (in the body or HTTP Basic) or a client assertion (when the
+-- sandbox has a certificate). Returns nil when the client is authenticated, else the error answer.
+function PartnerCenter:authenticate_client(req, form)
+  local svc = self.svc
+  local creds, conflict = svc.client_credentials(req, form)
+  if not creds then
+    return self:entra_error(req, 400, "invalid_request", 900144, "Invalid client authentication: " .. conflict .. ".")
+  end
+  if creds.method == "assertion" then
+    local claims, failure = svc:check_assertion(req, form)
+    if claims then return nil end
+    return self:entra_error(req, 401, "invalid_client", ASSERTION_CODES[failure.check] or 700027,
+      failure.description .. ".")
+  end
+  if not creds.id then return missing(self, req, "client_id") end
+  if creds.id ~= svc.cfg.client_id then
+    return self:entra_error(req, 400, "unauthorized_client", 700016,
+      "Application with identifier '" .. creds.id .. "' was not found in the directory '" ..
+      self.tenant .. "'.")
+  end
+  if creds.secret == nil and form.grant_type == "client_credentials" then
+    return self:entra_error(req, 401, "invalid_client", 7000218,
+      "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.")
+  elseif creds.secret ~= nil and creds.secret ~= svc.cfg.client_secret then
+    return self:entra_error(req, 401, "invalid_client", 7000215,
+      "Invalid client secret provided. Ensure the secret being sent in the request is the client " ..
+      "secret value, not the client secret ID, for a secret added to app '" .. svc.cfg.client_id .. "'.")
+  end
+  return nil
+end
+
 -- POST /{tenant}/oauth2/token (version 1) and /{tenant}/oauth2/v2.0/token (version 2).
--- Checked in this order: tenant, form, grant_type, client_id, client secret, audience, refresh token.
+-- Checked in this order: tenant, form, grant_type, client authentication (client_id and secret, or the
+-- client assertion), audience, refresh token.
 function PartnerCenter:token_endpoint(req, version, tenant)
   if tenant:lower() ~= self.tenant:lower() then
     return self:entra_error(req, 400, "invalid_request", 90002,
@@ -197,24 +237,8 @@ function PartnerCenter:token_endpoint(req, version, tenant)
     return self:entra_error(req, 400, "unsupported_grant_type", 70003,
       "The app requested an unsupported grant type '" .. form.grant_type .. "'.")
   end
-  if not form.client_id then return missing(self, req, "client_id") end
-  if form.client_id ~= self.svc.cfg.client_id then
-    return self:entra_error(req, 400, "unauthorized_client", 700016,
-      "Application with identifier '" .. form.client_id .. "' was not found in the directory '" ..
-      self.tenant .. "'.")
-  end
-  local secret = form.client_secret
-  if secret == nil and form.client_assertion then
-    return self:entra_error(req, 401, "invalid_client", 700027,
-      "Client assertion failed signature validation (the sandbox accepts client secrets only).")
-  elseif secret == nil and form.grant_type == "client_credentials" then
-    return self:entra_error(req, 401, "invalid_client", 7000218,
-      "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.")
-  elseif secret ~= nil and secret ~= self.svc.cfg.client_secret then
-    return self:entra_error(req, 401, "invalid_client", 7000215,
-      "Invalid client secret provided. Ensure the secret being sent in the request is the client " ..
-      "secret value, not the client secret ID, for a secret added to app '" .. self.svc.cfg.client_id .. "'.")
-  end
+  local denied = self:authenticate_client(req, form)
+  if denied then return denied end
   local bad_audience = self:check_audience(req, form, version)
   if bad_audience then return bad_audience end
   local redeemed
@@ -403,7 +427,8 @@ end
 
 ---------------------------------------------------------------------------------------------
 
--- svc: the service (for cfg, base_url, clock, random_hex, issue, token_of, is_form).
+-- svc: the service (for cfg, base_url, clock, random_hex, issue, token_of, is_form, client_credentials,
+-- check_assertion).
 function partnercenter.new(svc)
   local tenants = data.pc_tenants(svc.customers, svc.cfg.seed)
   local by_id = {}

@@ -129,7 +129,7 @@ function server.run(cfg)
   local svc = service.new{
     count = cfg.count, seed = cfg.seed, client_id = cfg.client_id, client_secret = cfg.client_secret,
     token_ttl = cfg.token_ttl, odata_page_size = cfg.odata_page_size, v3_status = cfg.v3_status,
-    pc_tenant = cfg.pc_tenant, clock = cqueues.monotime, random_hex = cfg.random_hex,
+    pc_tenant = cfg.pc_tenant, client_cert = cfg.client_cert, clock = cqueues.monotime, random_hex = cfg.random_hex,
   }
   local srv = http_server.listen{
     cq = cq, host = "127.0.0.1", port = cfg.port, tls = false, version = 1.1, reuseaddr = true,

@@ -125,6 +125,40 @@ local function basic_credentials(auth)
   return url_decode(id), url_decode(secret)
 end
 
+-- How a token request authenticates the client (RFC 6749 2.3, RFC 7523 2.2), for both sides'
+-- token endpoints: {method = "basic" | "post" | "assertion" | "none", id, secret}, or nil and a
+-- message when it uses more than one method (invalid_request).
+function service.client_credentials(req, form)
+  local basic_id, basic_secret = basic_credentials(req.headers.authorization)
+  local has_assertion = form.client_assertion ~= nil or form.client_assertion_type ~= nil
+  local methods = (basic_id and 1 or 0) + (form.client_secret and 1 or 0) + (has_assertion and 1 or 0)
+  if methods > 1 then
+    return nil, "client credentials given more than one way (Basic, client_secret, client_assertion): use one"
+  end
+  if basic_id then
+    if form.client_id and form.client_id ~= basic_id then
+      return nil, "client credentials given both in the body and in Basic"
+    end
+    return {method = "basic", id = basic_id, secret = basic_secret}
+  end
+  if has_assertion then
+    return {method = "assertion", id = form.client_id}
+  end
+  return {method = form.client_secret and "post" or "none", id = form.client_id, secret = form.client_secret}
+end
+
+-- Checks a client assertion against the certificate given with --client-cert; `aud` must be
+-- the token endpoint's URL as the client addressed it (Host header, path). Returns the claims,
+-- or nil and {check, description}.
+function Service:check_assertion(req, form)
+  if not self.assertions then
+    return nil, {check = "no_certificate", description = "client assertion: the sandbox has no client " ..
+      "certificate to check it with (start it with --client-cert FILE)"}
+  end
+  return self.assertions:check{type = form.client_assertion_type, assertion = form.client_assertion,
+    client_id = form.client_id, audience = (req.base_url or self.base_url or "") .. req.path}
+end
+
 function Service:token_of(req)
   local value = bearer_value(req.headers)
   return value and self.tokens[value]
@@ -219,18 +253,16 @@ function Service:token_endpoint(req)
   if not form then
     return oauth_error("invalid_request", err)
   end
-  local id, secret = form.client_id, form.client_secret
-  local basic_id, basic_secret = basic_credentials(req.headers.authorization)
-  if basic_id then
-    if secret or (id and id ~= basic_id) then
-      return oauth_error("invalid_request", "client credentials given both in the body and in Basic")
+  local creds, conflict = service.client_credentials(req, form)
+  if not creds then
+    return oauth_error("invalid_request", conflict)
+  end
+  if creds.method == "assertion" then
+    local claims, failure = self:check_assertion(req, form)
+    if not claims then
+      return oauth_error("invalid_client", failure.description)
     end
-    id, secret = basic_id, basic_secret
-  end
-  if form.client_assertion and not secret then
-    return oauth_error("invalid_client", "the sandbox accepts client secrets only, not assertions")
-  end
-  if id ~= self.cfg.client_id or secret ~= self.cfg.client_secret then
+  elseif creds.id ~= self.cfg.client_id or creds.secret ~= self.cfg.client_secret then
     return oauth_error("invalid_client", "unknown client or wrong client secret")
   end
   if form.grant_type ~= "client_credentials" then
@@ -502,12 +534,15 @@ function Service:handle(req)
   return res
 end
 
--- The form check, for the Partner Center side's token endpoints.
+-- The form check and the client credentials, for the Partner Center side's token endpoints.
 Service.is_form = is_form
+Service.client_credentials = service.client_credentials
 
 -- cfg: count, seed, client_id, client_secret, token_ttl, odata_page_size, v3_status, pc_tenant,
--- clock (function -> seconds), random_hex (function(nbytes) -> hex string), base_url.
+-- clock (function -> seconds), random_hex (function(nbytes) -> hex string), base_url, and
+-- client_cert (a PEM certificate file: client assertions are accepted, see assertion.lua).
 function service.new(cfg)
+  local client_cert = cfg.client_cert
   local svc = setmetatable({
     cfg = cfg,
     clock = cfg.clock,
@@ -519,6 +554,9 @@ function service.new(cfg)
     issued = 0,
     log = json.array(),
     rules = {},
+    -- loaded only when asked for (it needs luaossl's x509 and the openssl command)
+    assertions = client_cert and require("partnercustomers.sandbox.assertion").new{
+      certificate = client_cert, client_id = cfg.client_id},
   }, Service)
   svc.pc = partnercenter.new(svc)
   return svc
