@@ -702,7 +702,9 @@ describe("partnercustomers command line", function()
     assert.equal("partnercustomers 0.1.0\n", out)
     code = sh("lua5.4 bin/partnercustomers customers --format xml")
     assert.equal(2, code)
-    code, out = sh("lua5.4 bin/partnercustomers sandbox --help") -- the sandbox's own help
+    -- the sandbox's own help; the sandbox is a peer, run without `make asan`'s preload as the spec
+    -- helper runs it (LeakSanitizer's tracer crashes at exit of a lua-http process under GC stress)
+    code, out = sh("env -u LD_PRELOAD lua5.4 bin/partnercustomers sandbox --help")
     assert.equal(0, code)
     assert.matches("^usage: partnercustomers sandbox", out)
     code, out = sh("bin/partnercustomers customers --format ndjson", env())
