@@ -33,7 +33,7 @@ local PARTNER_PATH = "/partner/customers"
 local V3_PATH = "/partner/external/v3/general/customers"
 local MAX_PAGE_SIZE = 100
 
-local OPTIONS = {
+local OPTIONS = util.client_options {
   client_id = util.string,
   client_secret = util.string,
   certificate = util.table,
@@ -44,27 +44,10 @@ local OPTIONS = {
   environment = util.one_of { "commercial", "gov", "aos2", "fedramp" },
   base_url = util.url,
   token_url = util.url,
-  -- ranges as the core takes them
-  timeout = util.number { min = 0.001, max = 86400 },
-  connect_timeout = util.number { min = 0.001, max = 3600 },
-  max_retries = util.number { integer = true, min = 0, max = 10 },
-  max_parallel = util.number { integer = true, min = 1, max = 64 },
-  max_response_bytes = util.number { integer = true, min = 1, max = math.tointeger(1e12) },
-  ca_file = util.string,
-  proxy = util.string,
-  user_agent = util.header_string,
-  on_event = util.func,
-  -- additions to API.md's list: injected time, for tests and for callers with their own event loop
-  clock = util.func,
-  sleep = util.func,
   -- addition: the default v3 call of this client's methods
   v3 = util.one_of { "get", "batch" },
 }
 
--- Passed to core.new as they are.
-local CORE_OPTIONS = { "timeout", "connect_timeout", "max_retries", "max_parallel",
-                       "max_response_bytes", "ca_file", "proxy", "user_agent", "on_event",
-                       "clock", "sleep" }
 
 local page_size = util.number { integer = true, min = 1, max = MAX_PAGE_SIZE }
 local page_index = util.number { integer = true, min = 1, max = math.maxinteger,
@@ -126,8 +109,7 @@ local function new(opts)
   end
 
   local env = ENVIRONMENTS[o.environment or "commercial"]
-  local copts = {}
-  for _, k in ipairs(CORE_OPTIONS) do copts[k] = o[k] end
+  local copts = util.core_options(o)
   if o.client_secret or o.certificate then
     -- the core reads the certificate's fields and refuses what is wrong, before any request
     local certificate

@@ -64,7 +64,7 @@ local function locale(v)
   return nil, 'a locale such as "en-US"'
 end
 
-local OPTIONS = {
+local OPTIONS = util.client_options {
   tenant = tenant,
   client_id = util.string,
   client_secret = util.string,
@@ -78,27 +78,11 @@ local OPTIONS = {
   base_url = util.url,
   token_url = util.url,
   locale = locale,
-  -- ranges as the core takes them
-  timeout = util.number { min = 0.001, max = 86400 },
-  connect_timeout = util.number { min = 0.001, max = 3600 },
-  max_retries = util.number { integer = true, min = 0, max = 10 },
-  max_parallel = util.number { integer = true, min = 1, max = 64 },
-  max_response_bytes = util.number { integer = true, min = 1, max = math.tointeger(1e12) },
-  ca_file = util.string,
-  proxy = util.string,
-  user_agent = util.header_string,
-  on_event = util.func,
-  clock = util.func,
-  sleep = util.func,
   -- additions to API.md's list
   token_endpoint = util.one_of { "v2", "v1" },
   correlation_id = guid,
 }
 
--- Passed to core.new as they are.
-local CORE_OPTIONS = { "timeout", "connect_timeout", "max_retries", "max_parallel",
-                       "max_response_bytes", "ca_file", "proxy", "user_agent", "on_event",
-                       "clock", "sleep" }
 
 local CALL_OPTIONS = { correlation_id = guid }
 local ORGANIZATIONS_OPTIONS = {
@@ -169,8 +153,7 @@ local function new(opts)
 
   local cloud = CLOUDS[o.cloud or "global"]
   local form = TOKEN_FORMS[o.token_endpoint or "v2"]
-  local copts = {}
-  for _, k in ipairs(CORE_OPTIONS) do copts[k] = o[k] end
+  local copts = util.core_options(o)
   if o.client_id then
     if not o.token_url and not o.tenant then
       misuse(2, "pc.partnercenter: option 'tenant' is required with %s (or give option 'token_url')",

@@ -274,4 +274,37 @@ function M.new_core(core, opts, level)
   return client
 end
 
+-- The transport options every client takes and hands to the core as they are, checked with the
+-- ranges the core accepts (so that the core never raises from inside this layer). `clock` and
+-- `sleep` are additions to API.md's list: injected time, for tests and for callers with their own
+-- event loop.
+M.TRANSPORT_OPTIONS = {
+  timeout = M.number { min = 0.001, max = 86400 },
+  connect_timeout = M.number { min = 0.001, max = 3600 },
+  max_retries = M.number { integer = true, min = 0, max = 10 },
+  max_parallel = M.number { integer = true, min = 1, max = 64 },
+  max_response_bytes = M.number { integer = true, min = 1, max = math.tointeger(1e12) },
+  ca_file = M.string,
+  proxy = M.string,
+  user_agent = M.header_string,
+  on_event = M.func,
+  clock = M.func,
+  sleep = M.func,
+}
+
+-- A client's option checkers: the transport options and its own.
+function M.client_options(own)
+  local all = {}
+  for k, check in pairs(M.TRANSPORT_OPTIONS) do all[k] = check end
+  for k, check in pairs(own) do all[k] = check end
+  return all
+end
+
+-- The core's options from a client's checked options: the transport ones, as they are.
+function M.core_options(o)
+  local copts = {}
+  for k in pairs(M.TRANSPORT_OPTIONS) do copts[k] = o[k] end
+  return copts
+end
+
 return M
