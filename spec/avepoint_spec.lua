@@ -18,21 +18,7 @@ local function api_requests(log)
   return out
 end
 
--- Every failure must come back as an error object that names the request and holds no secret.
-local function assert_error(err, kind, secret)
-  assert.is_true(pc.is_error(err), "not an error object: " .. tostring(err))
-  assert.equal(kind, err.kind, tostring(err))
-  assert.equal("string", type(err.method))
-  assert.equal("string", type(err.url))
-  local text = tostring(err)
-  assert.not_matches("\n", text)
-  if secret then
-    for _, v in pairs(err) do
-      assert.falsy(tostring(v):find(secret, 1, true))
-    end
-    assert.falsy(text:find(secret, 1, true))
-  end
-end
+local assert_error = require("spec.helpers.util").assert_error
 
 describe("pc.avepoint against the sandbox", function()
   local sb, expected, time, events

@@ -44,22 +44,7 @@ local function form_of(body)
   return form
 end
 
--- Every failure must come back as an error object that names the request and holds no secret.
-local function assert_error(err, kind, secrets)
-  assert.is_true(pc.is_error(err), "not an error object: " .. tostring(err))
-  assert.equal(kind, err.kind, tostring(err))
-  assert.equal("string", type(err.method))
-  assert.equal("string", type(err.url))
-  assert.equal("integer", math.type(err.attempts))
-  local text = tostring(err)
-  assert.not_matches("\n", text)
-  for _, secret in ipairs(secrets or {}) do
-    for k, v in pairs(err) do
-      assert.falsy(tostring(v):find(secret, 1, true), "a secret in err." .. tostring(k))
-    end
-    assert.falsy(text:find(secret, 1, true))
-  end
-end
+local assert_error = require("spec.helpers.util").assert_error
 
 -- Asserts that f raises a partnercustomers misuse message containing every needle.
 local function raises(f, ...)

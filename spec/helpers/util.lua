@@ -19,4 +19,25 @@ function M.ids_of(list)
   return ids
 end
 
+-- Every failure must come back as an error object that names the request, counts its attempts,
+-- prints on one line and holds none of the given secrets (a string or a list of strings).
+function M.assert_error(err, kind, secrets)
+  local assert = require "luassert"
+  local pc = require "partnercustomers"
+  assert.is_true(pc.is_error(err), "not an error object: " .. tostring(err))
+  assert.equal(kind, err.kind, tostring(err))
+  assert.equal("string", type(err.method))
+  assert.equal("string", type(err.url))
+  assert.equal("integer", math.type(err.attempts))
+  local text = tostring(err)
+  assert.not_matches("\n", text)
+  if type(secrets) == "string" then secrets = { secrets } end
+  for _, secret in ipairs(secrets or {}) do
+    for k, v in pairs(err) do
+      assert.falsy(tostring(v):find(secret, 1, true), "a secret in err." .. tostring(k))
+    end
+    assert.falsy(text:find(secret, 1, true))
+  end
+end
+
 return M
