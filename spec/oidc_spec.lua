@@ -1,12 +1,17 @@
 -- The core's token flows against a real, OpenID Certified authorization server: oidc-provider
 -- (spec/oidc/server.js) on 127.0.0.1, port 0. Client secrets sent in the body and with HTTP Basic,
 -- certificate assertions signed RS256 and PS256; refusals come back as auth errors, tried once.
+-- The tokens are then used on the sandbox's AvePoint v3 endpoint: the sandbox is the resource
+-- server and checks them at oidc-provider's introspection endpoint (RFC 7662).
 -- Needs `npm ci --prefix spec/oidc` once. Keys and certificates are made here with openssl.
 local core = require "partnercustomers.core"
 local oidc = require "spec.helpers.oidc"
+local sandbox = require "spec.helpers.sandbox"
 
-local SCOPE = "api.read"
+local SCOPE = "elements.customers.read.all"
 local TTL = 300 -- the server's access token lifetime
+local COUNT = 12 -- the sandbox's customers
+local V3_PAGE = "/partner/external/v3/general/customers?pageIndex=1&pageSize=5"
 
 local function sh(cmd)
   -- the sanitizer preload of `make asan` is for the module, not for openssl
@@ -65,7 +70,7 @@ local function strings(v, acc, seen)
 end
 
 describe("core against oidc-provider", function()
-  local dir, server, fp
+  local dir, server, sb, fp
   local S = { post = "post " .. random_hex(12) .. " :/&+=%", basic = "basic:" .. random_hex(12) .. " /&+=%?",
               rs = random_hex(16) }
   local PASSWORD = "pfx " .. random_hex(8)
@@ -123,9 +128,12 @@ commonName = supplied
       },
       ttl = TTL, clock_tolerance = 0,
     }
+    sb = sandbox.start { count = COUNT, seed = 3, introspection_url = server.introspection_url,
+                         introspection_client_id = "rs", introspection_secret = S.rs }
   end)
 
   teardown(function()
+    if sb then sb:stop() end
     if server then server:stop() end
     if dir then os.execute("rm -rf " .. dir) end
   end)
@@ -145,7 +153,17 @@ commonName = supplied
     return core.new(o), events
   end
 
-  local function ping(c) return c:request { url = server.ping_url, scope = SCOPE } end
+  -- The first page of the sandbox's v3 customers, with a token of `scope` (default SCOPE).
+  local function call(c, scope) return c:request { url = sb.url .. V3_PAGE, scope = scope or SCOPE } end
+
+  -- How the sandbox checked the bearer tokens of the API calls since `from` (its log length then).
+  local function introspections(from)
+    local list = {}
+    for i, e in ipairs(sb:log()) do
+      if i > from then list[#list + 1] = (e.token or "-") .. " " .. (e.introspection or "-") .. " " .. e.status end
+    end
+    return list
+  end
 
   local function token_posts(events)
     local n = 0
@@ -208,15 +226,20 @@ commonName = supplied
         local cc = case.cc()
         cc.client_id = case.id
         local c <close>, events = new_client(cc)
+        local from = #sb:log()
         local got, res, err = received(function()
-          local r, e = ping(c)
+          local r, e = call(c)
           assert(r, e and tostring(e))
-          assert(ping(c)) -- the cached token again
+          assert(call(c)) -- the cached token again
           return r, e
         end)
         assert.is_nil(err)
         assert.equal(200, res.status)
-        assert.same({ ok = true, client_id = case.id, scope = SCOPE }, res.data)
+        assert.equal(5, #res.data.data)
+        assert.same({ pageIndex = 1, pageSize = 5, totalCount = COUNT }, res.data.metadata)
+        assert.equal(sb:customers()[1].id, res.data.data[1].id)
+        -- the sandbox asked oidc-provider once, then remembered the answer
+        assert.same({ "introspected active 200", "introspected cached 200" }, introspections(from))
 
         -- one token request, on both sides
         assert.equal(1, token_posts(events))
@@ -252,9 +275,11 @@ commonName = supplied
     it("mints a fresh assertion for every token request", function()
       local c <close>, events = new_client { client_id = "cc-jwt", certificate = cert() }
       local got = received(function()
-        assert(ping(c))
+        assert(call(c))
+        -- revoked on both sides: the sandbox remembers positive introspection answers
         assert.is_true(server:revoke() >= 1)
-        assert(ping(c)) -- 401 from the API: a new token, and the call is retried once
+        assert.is_true(sb:revoke().revoked >= 1)
+        assert(call(c)) -- 401 from the API: a new token, and the call is retried once
       end)
       assert.equal(2, token_posts(events))
       assert.equal(2, #token_events(events))
@@ -265,12 +290,23 @@ commonName = supplied
 
     it("takes a new token after a 401 from the API, with a client secret", function()
       local c <close>, events = new_client { client_id = "cc-basic", client_secret = S.basic, client_auth = "basic" }
-      assert(ping(c))
+      assert(call(c))
       server:revoke()
-      local res = assert(ping(c))
-      assert.equal("cc-basic", res.data.client_id)
+      sb:revoke()
+      local from = #sb:log()
+      local res = assert(call(c))
+      assert.equal(5, #res.data.data)
       assert.equal(2, token_posts(events))
+      assert.same({ "introspected cached 401", "introspected active 200" }, introspections(from))
       assert_nothing_secret(events)
+    end)
+
+    it("calls /partner/customers with a partner.customers.read.all token", function()
+      local c <close>, events = new_client { client_id = "cc-post", client_secret = S.post }
+      local res = assert(c:request { url = sb.url .. "/partner/customers", scope = "partner.customers.read.all" })
+      assert.equal(200, res.status)
+      assert.equal(COUNT, #res.data.value)
+      assert.equal(1, token_posts(events))
     end)
   end)
 
@@ -278,7 +314,7 @@ commonName = supplied
     -- One call with client c, refused by the token endpoint with `code` and `status`: no retry, one
     -- token request (on both sides), no token, nothing secret. Returns err and the server's record.
     local function refused(c, events, code, status)
-      local got, res, err = received(function() return ping(c) end)
+      local got, res, err = received(function() return call(c) end)
       assert.is_nil(res)
       assert.is_true(core.is_error(err))
       assert.equal("auth", err.kind)
@@ -335,7 +371,7 @@ commonName = supplied
       local jti = "fixed-" .. random_hex(8)
       local first <close>, events1 = new_client({ client_id = "cc-jwt", certificate = cert() },
         { jti = function() return jti end })
-      local got = received(function() assert(ping(first)) end)
+      local got = received(function() assert(call(first)) end)
       assert.equal(1, token_posts(events1))
       assert.equal(jti, got[1].assertion.jti)
 
@@ -349,7 +385,7 @@ commonName = supplied
 
     it("a scope the client may not have", function()
       local c <close>, events = new_client { client_id = "cc-post", client_secret = S.post }
-      local got, res, err = received(function() return c:request { url = server.ping_url, scope = "openid" } end)
+      local got, res, err = received(function() return call(c, "openid") end)
       assert.is_nil(res)
       assert.equal("auth", err.kind)
       assert.equal("invalid_scope", err.code)
@@ -359,6 +395,26 @@ commonName = supplied
       assert.equal(1, #got)
       assert_nothing_secret(err)
     end)
+
+    -- A token oidc-provider issues, that the sandbox refuses for its scope: 403, not retried
+    -- (no new token: a 403 is no expired token).
+    for _, scope in ipairs { "partner.customers.read.all", "api.read" } do
+      it("a token the sandbox refuses for its scope (" .. scope .. ")", function()
+        local c <close>, events = new_client { client_id = "cc-post", client_secret = S.post }
+        local from = #sb:log()
+        local got, res, err = received(function() return call(c, scope) end)
+        assert.is_nil(res)
+        assert.equal("auth", err.kind)
+        assert.equal(403, err.status)
+        assert.equal("insufficient_scope", err.code)
+        assert.equal(1, err.attempts)
+        assert.equal(1, token_posts(events))
+        assert.equal(1, #got)
+        assert.equal(200, got[1].status)
+        assert.same({ "introspected active 403" }, introspections(from))
+        assert_nothing_secret(err)
+      end)
+    end
   end)
 
   describe("the server itself", function()
@@ -382,7 +438,8 @@ commonName = supplied
       local other = curl(("-d 'client_id=cc-post&client_secret=%s&token=%s' %s"):format(form(S.post), token,
         server.introspection_url))
       assert.not_matches('"active":true', other, 1, true)
-      assert.matches("invalid_token", curl("-H 'Authorization: Bearer nope' " .. server.ping_url), 1, true)
+      assert.matches('"active":false', curl(("-u 'rs:%s' -d 'token=nope' %s"):format(S.rs, server.introspection_url)),
+        1, true)
     end)
 
     it("stops idempotently", function()

@@ -5,13 +5,14 @@
 --   local server = oidc.start{clients = {{client_id = "app", client_secret = "…",
 --                                         token_endpoint_auth_method = "client_secret_post"}, …},
 --                             lifetime = 60, ttl = 300, clock_tolerance = 0}
---   server.issuer, server.token_url, server.ping_url, server.introspection_url
+--   server.issuer, server.token_url, server.introspection_url
 --   server:token_requests()   -- what the token endpoint received (see spec/oidc/server.js)
 --   server:revoke()           -- every token issued so far becomes invalid
 --   server:stop()             -- idempotent; also on garbage collection and <close>
 --
 -- Clients are oidc-provider client metadata, plus `certificates = {"cert.pem"}` (a JWKS made from
--- them, kid = upper-case hex SHA-1 thumbprint) and `introspection = true` (a resource server).
+-- them, kid = upper-case hex SHA-1 thumbprint) and `introspection = true` (a resource server, such
+-- as a sandbox started with introspection_url = server.introspection_url).
 -- The server needs `npm ci --prefix spec/oidc` once.
 local cjson = require "cjson"
 
@@ -146,7 +147,6 @@ function oidc.start(opts)
   self.port = tonumber(issuer:match(":(%d+)$"))
   self.token_url = issuer .. "/token"
   self.introspection_url = issuer .. "/token/introspection"
-  self.ping_url = issuer .. "/api/ping"
   self.log_file = log
   return self
 end

@@ -4,6 +4,8 @@
 --   local sandbox = require "spec.helpers.sandbox"
 --   local sb = sandbox.start{count = 30, seed = 7, odata_page_size = 10}
 --   sandbox.start{client_cert = "/abs/cert.pem"}  -- the token endpoints accept assertions too
+--   sandbox.start{introspection_url = u, introspection_client_id = id, introspection_secret = s}
+--                                           -- foreign bearer tokens are introspected at u
 --   sb.url, sb.token_url, sb.client_id, sb.client_secret
 --   sb:faults{...}  sb:log()  sb:clear_log()  sb:revoke()  sb:customers()  sb:stop()
 --   sb:token(scope)                         -- a fresh access token (string)
@@ -139,6 +141,7 @@ local option_flags = {
   count = "--count", seed = "--seed", token_ttl = "--token-ttl", odata_page_size = "--odata-page-size",
   v3_status = "--v3-status", idle_timeout = "--idle-timeout", client_id = "--client-id",
   pc_tenant = "--pc-tenant", client_cert = "--client-cert",
+  introspection_url = "--introspection-url", introspection_client_id = "--introspection-client-id",
 }
 
 local DEFAULT_PC_TENANT = "sandbox-partner.onmicrosoft.com"
@@ -146,7 +149,9 @@ local PC_SCOPE_V2 = "https://api.partnercenter.microsoft.com/.default"
 
 -- opts: count, seed, token_ttl, odata_page_size, v3_status, idle_timeout (default 60),
 -- client_id, pc_tenant, client_cert (an absolute path: a PEM certificate whose key may sign client
--- assertions), verbose (request log on stderr).
+-- assertions), introspection_url, introspection_client_id and introspection_secret (the resource
+-- server's credentials at an RFC 7662 endpoint; the secret goes through the environment, never the
+-- command line), verbose (request log on stderr).
 function sandbox.start(opts)
   opts = opts or {}
   local args = {"--port", "0"}
@@ -158,12 +163,13 @@ function sandbox.start(opts)
     local flag = option_flags[key]
     if flag then
       args[#args + 1] = flag; args[#args + 1] = tostring(value)
-    elseif key ~= "verbose" then
+    elseif key ~= "verbose" and key ~= "introspection_secret" then
       error("sandbox helper: unknown option '" .. tostring(key) .. "'", 2)
     end
   end
   local secret = random_hex(16)
-  local pipe, pid, line = sandbox.spawn(args, {PARTNERCUSTOMERS_SANDBOX_SECRET = secret})
+  local pipe, pid, line = sandbox.spawn(args, {PARTNERCUSTOMERS_SANDBOX_SECRET = secret,
+    PARTNERCUSTOMERS_SANDBOX_INTROSPECTION_SECRET = opts.introspection_secret})
   local url = line and line:match("^partnercustomers sandbox listening on (http://127%.0%.0%.1:%d+)$")
   if not url then
     pipe:close()

@@ -1,5 +1,6 @@
 // A real OAuth 2.0 authorization server for spec/oidc_spec.lua: oidc-provider (OpenID Certified) on
-// 127.0.0.1, with the client credentials grant, token introspection and one protected route.
+// 127.0.0.1, with the client credentials grant and token introspection (RFC 7662) for a resource
+// server: the sandbox (partnercustomers sandbox --introspection-url ISSUER/token/introspection).
 //
 //   node spec/oidc/server.js [--clients FILE] [--client JSON]... [--port N] [--lifetime SECONDS]
 //                            [--ttl SECONDS] [--clock-tolerance SECONDS] [--ignore-stdin]
@@ -12,16 +13,16 @@
 //
 // Clients: --clients FILE holds a JSON array of client metadata (RFC 7591 names); --client takes one
 // object. Defaults: grant_types ["client_credentials"], no redirect URIs nor response types, scope
-// "api.read". Two extensions, removed before oidc-provider sees the metadata:
+// "api.read elements.customers.read.all partner.customers.read.all" (the sandbox's AvePoint scopes).
+// Two extensions, removed before oidc-provider sees the metadata:
 //   "certificates": ["cert.pem", ...]  -> "jwks" with the RSA public key of each certificate, with
 //       kid = upper-case hex SHA-1 thumbprint, x5t (base64url SHA-1) and x5t#S256, as the client's
 //       assertion header names them;
-//   "introspection": true -> a resource server: it may introspect tokens and gets none itself.
+//   "introspection": true -> a resource server: it may introspect the tokens of every client (HTTP
+//       Basic or client_secret_post at ISSUER/token/introspection) and gets none itself. Nobody else
+//       may: any other caller is told {"active": false}.
 //
 // Endpoints besides oidc-provider's own (/token, /token/introspection, /jwks, discovery...):
-//   GET /api/ping               a protected resource: `Authorization: Bearer <client credentials
-//                               token>` with scope api.read -> 200 {"ok": true, "client_id", "scope"},
-//                               else 401 invalid_token (403 insufficient_scope without api.read)
 //   GET /_test/token-requests   what the token endpoint received, one entry per POST /token:
 //                               {status, client_id, auth ("post"|"basic"|"assertion"|"none"), scope,
 //                               error, error_detail, assertion = {alg, typ, kid, x5t, x5t#S256, aud,
@@ -39,7 +40,8 @@ import Provider from 'oidc-provider';
 // nobody reads must never fill up. oidc-provider's notices use console.info.
 console.log = console.info = console.debug = console.error;
 
-const API_SCOPE = 'api.read';
+// api.read: a scope of this server only (the sandbox refuses it); the other two are the sandbox's
+const SCOPES = ['api.read', 'elements.customers.read.all', 'partner.customers.read.all'];
 
 function fail(message) {
   console.error(`oidc server: ${message}`);
@@ -112,7 +114,7 @@ function clientMetadata(input) {
   md.grant_types ??= introspection ? [] : ['client_credentials'];
   md.response_types ??= [];
   md.redirect_uris ??= [];
-  if (!introspection) md.scope ??= API_SCOPE;
+  if (!introspection) md.scope ??= SCOPES.join(' ');
   return md;
 }
 
@@ -150,30 +152,8 @@ function json(res, status, body, headers = {}) {
   res.end(JSON.stringify(body));
 }
 
-async function ping(req, res) {
-  const m = /^Bearer ([^\s]+)$/.exec(req.headers.authorization || '');
-  const token = m ? await provider.ClientCredentials.find(m[1]) : undefined;
-  if (!token || !token.isValid) {
-    json(res, 401, { error: 'invalid_token' }, { 'www-authenticate': 'Bearer error="invalid_token"' });
-    return;
-  }
-  if (!token.scopes.has(API_SCOPE)) {
-    json(res, 403, { error: 'insufficient_scope' },
-      { 'www-authenticate': `Bearer error="insufficient_scope", scope="${API_SCOPE}"` });
-    return;
-  }
-  json(res, 200, { ok: true, client_id: token.clientId, scope: token.scope });
-}
-
 const server = http.createServer((req, res) => {
   const path = new URL(req.url, 'http://127.0.0.1').pathname;
-  if (path === '/api/ping' && req.method === 'GET') {
-    ping(req, res).catch((err) => {
-      console.error(err);
-      json(res, 500, { error: 'server_error' });
-    });
-    return;
-  }
   if (path === '/_test/token-requests' && req.method === 'GET') {
     json(res, 200, tokenRequests);
     return;
@@ -238,7 +218,7 @@ server.listen(port, '127.0.0.1', () => {
       clientAuthMethods: ['client_secret_post', 'client_secret_basic', 'private_key_jwt'],
       enabledJWA: { clientAuthSigningAlgValues: ['RS256', 'PS256'] },
       clockTolerance,
-      scopes: ['openid', API_SCOPE],
+      scopes: ['openid', ...SCOPES],
       jwks: { keys: [signingKey] },
       cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
       ttl: { ClientCredentials: ttl, AccessToken: ttl },
@@ -247,7 +227,8 @@ server.listen(port, '127.0.0.1', () => {
         clientCredentials: { enabled: true },
         introspection: {
           enabled: true,
-          // only the resource servers may ask what a token is
+          // only the resource servers may ask what a token is, and they may ask about any client's
+          // token (oidc-provider's default lets every authenticated client introspect any token)
           allowedPolicy: async (ctx, client) => introspectors.has(client.clientId),
         },
         revocation: { enabled: true },

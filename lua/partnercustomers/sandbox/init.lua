@@ -7,6 +7,7 @@ local sandbox = {}
 
 local STATUS_STYLES = {mixed = true, int = true, string = true, label = true}
 local SECRET_ENV = "PARTNERCUSTOMERS_SANDBOX_SECRET"
+local INTROSPECTION_SECRET_ENV = "PARTNERCUSTOMERS_SANDBOX_INTROSPECTION_SECRET"
 
 local defaults = {
   port = 0, count = 250, seed = 1, idle_timeout = 600, client_id = "sandbox-client",
@@ -33,6 +34,18 @@ local function tenant_name(v)
   return type(v) == "string" and #v <= 253 and v:match("^[%w][%w%.%-]*$") ~= nil
 end
 
+-- The introspection endpoint: plain http on 127.0.0.1 (a port, a path), nothing else.
+local function loopback_url(v)
+  if type(v) ~= "string" or #v > 2048 then return false end
+  local port, path = v:match("^http://127%.0%.0%.1:(%d+)(.*)$")
+  if not port then
+    port, path = "80", v:match("^http://127%.0%.0%.1(/.*)$")
+  end
+  local n = math.tointeger(tonumber(port or ""))
+  return n ~= nil and n >= 1 and n <= 65535 and path ~= nil
+    and (path == "" or path:match("^/[%w%-%._~!$&'()*+,;=:@/%%?]*$") ~= nil)
+end
+
 local option_checks = {
   port = {integer_in(0, 65535)},
   port_file = {non_empty_string, "a file name"},
@@ -48,6 +61,9 @@ local option_checks = {
   quiet = {function(v) return type(v) == "boolean" end, "a boolean"},
   pc_tenant = {tenant_name, "a tenant name (letters, digits, '.' and '-')"},
   client_cert = {non_empty_string, "a file name"},
+  introspection_url = {loopback_url, "an http://127.0.0.1[:PORT]/path URL"},
+  introspection_client_id = {non_empty_string, "a non-empty string"},
+  introspection_secret = {non_empty_string, "a non-empty string"},
 }
 
 local function random_hex(nbytes)
@@ -96,6 +112,19 @@ function sandbox.config(opts)
       error("partnercustomers.sandbox: option 'client_cert': " .. err, 2)
     end
   end
+  if cfg.introspection_url then
+    if cfg.introspection_secret == nil then
+      local env = os.getenv(INTROSPECTION_SECRET_ENV)
+      if env and env ~= "" then cfg.introspection_secret = env end
+    end
+    if not cfg.introspection_client_id or not cfg.introspection_secret then
+      error("partnercustomers.sandbox: option 'introspection_url' needs 'introspection_client_id' and " ..
+            "the secret (" .. INTROSPECTION_SECRET_ENV .. ")", 2)
+    end
+  elseif cfg.introspection_client_id or cfg.introspection_secret then
+    error("partnercustomers.sandbox: options 'introspection_client_id' and 'introspection_secret' " ..
+          "need 'introspection_url'", 2)
+  end
   cfg.random_hex = random_hex
   if cfg.client_secret == nil then
     local env = os.getenv(SECRET_ENV)
@@ -140,6 +169,12 @@ Partner Center customer endpoints and their Entra ID token endpoints, on 127.0.0
   --pc-tenant NAME     the partner tenant of the Entra token URLs (default sandbox-partner.onmicrosoft.com)
   --client-cert FILE   a PEM certificate (RSA key): the token endpoints also accept client
                        assertions (private_key_jwt, RS256 or PS256) signed with its key
+  --introspection-url URL
+                       an RFC 7662 introspection endpoint (http://127.0.0.1 only): the AvePoint
+                       endpoints also accept bearer tokens that it says are active with their scope
+  --introspection-client-id ID
+                       the sandbox's client id at that endpoint (HTTP Basic); the secret comes
+                       from PARTNERCUSTOMERS_SANDBOX_INTROSPECTION_SECRET
   --quiet              no request log on stderr
   --help               this text
 
@@ -173,6 +208,8 @@ local flags = {
   ["--v3-status"] = {"v3_status", parse_string},
   ["--pc-tenant"] = {"pc_tenant", parse_string},
   ["--client-cert"] = {"client_cert", parse_string},
+  ["--introspection-url"] = {"introspection_url", parse_string},
+  ["--introspection-client-id"] = {"introspection_client_id", parse_string},
   ["--quiet"] = {"quiet"},
 }
 

@@ -78,6 +78,36 @@ local function drop(stream)
   end
 end
 
+-- One form POST with lua-http's client, for token introspection. Called from a request's
+-- coroutine, so its socket waits yield to the cqueues loop and other connections are served
+-- meanwhile. No proxy, no redirects, no cookies. Returns the status and the body, or nil and a
+-- message.
+local function post(url, headers, body, timeout)
+  local http_request = require "http.request"
+  local deadline = cqueues.monotime() + timeout
+  local req = http_request.new_from_uri(url)
+  req.proxy = false
+  req.follow_redirects = false
+  req.cookie_store = false
+  req.hsts = false
+  req.version = 1.1
+  req.headers:upsert(":method", "POST")
+  for name, value in pairs(headers) do
+    req.headers:upsert(name, value)
+  end
+  req:set_body(body)
+  local res_headers, stream = req:go(timeout)
+  if not res_headers then
+    return nil, tostring(stream)
+  end
+  local text, err = stream:get_body_as_string(math.max(deadline - cqueues.monotime(), 0.001))
+  stream:shutdown()
+  if not text then
+    return nil, tostring(err)
+  end
+  return tonumber(res_headers:get(":status")), text
+end
+
 -- The detail goes to stderr, not to the client.
 local function internal_error()
   return {status = 500, headers = {["content-type"] = "application/json"},
@@ -121,7 +151,8 @@ local function write_port_file(path, port)
 end
 
 -- Serves until POST /_sandbox/shutdown or cfg.idle_timeout seconds without a request.
--- cfg: the validated options of partnercustomers.sandbox.run plus client_secret, random_hex.
+-- cfg: the validated options of partnercustomers.sandbox.run plus client_secret, random_hex
+-- (and introspection_secret when introspection_url is set).
 -- Returns true, or nil and a message when it cannot listen.
 function server.run(cfg)
   local cq = cqueues.new()
@@ -130,6 +161,10 @@ function server.run(cfg)
     count = cfg.count, seed = cfg.seed, client_id = cfg.client_id, client_secret = cfg.client_secret,
     token_ttl = cfg.token_ttl, odata_page_size = cfg.odata_page_size, v3_status = cfg.v3_status,
     pc_tenant = cfg.pc_tenant, client_cert = cfg.client_cert, clock = cqueues.monotime, random_hex = cfg.random_hex,
+    introspection = cfg.introspection_url and {
+      url = cfg.introspection_url, client_id = cfg.introspection_client_id,
+      secret = cfg.introspection_secret, post = post,
+    },
   }
   local srv = http_server.listen{
     cq = cq, host = "127.0.0.1", port = cfg.port, tls = false, version = 1.1, reuseaddr = true,

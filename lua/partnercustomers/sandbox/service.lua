@@ -172,9 +172,117 @@ function Service:issue(scope)
   return value
 end
 
--- Returns the token, or nil and the 401/403 answer.
+---------------------------------------------------------------------------------------------
+-- Token introspection (RFC 7662): with `introspection` configured, a bearer token the sandbox did
+-- not issue is sent to that endpoint (by the resource server, with HTTP Basic), and accepted when
+-- it is active and holds the endpoint's scope. Positive answers are kept until the token's `exp`.
+
+local INTROSPECTION_TIMEOUT = 5 -- seconds for the whole exchange
+local INTROSPECTION_MAX_BODY = 64 * 1024
+local INTROSPECTION_CACHE_PURGE = 1000 -- expired entries are dropped once the cache holds this many
+
+local function form_encode(s)
+  return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))
+end
+
+local function unavailable(description)
+  return reply(503, {error = "introspection_failed", error_description = description})
+end
+
+-- Asks the introspection endpoint about the token `value`. Returns {active = boolean, scopes =
+-- {name = true}, exp = Unix seconds or nil}, or nil and a message (no secret, no token in it).
+function Service:introspect(value)
+  local intro = self.introspection
+  local credentials = form_encode(intro.client_id) .. ":" .. form_encode(intro.secret)
+  local ok, status, body = pcall(intro.post, intro.url, {
+    authorization = "Basic " .. basexx.to_base64(credentials),
+    ["content-type"] = "application/x-www-form-urlencoded",
+    accept = "application/json",
+  }, "token=" .. form_encode(value), INTROSPECTION_TIMEOUT)
+  if not ok then
+    return nil, "token introspection failed: " .. tostring(status)
+  elseif not status then
+    return nil, "token introspection failed: " .. tostring(body)
+  elseif status ~= 200 then
+    return nil, "token introspection failed: the endpoint answered HTTP " .. tostring(status)
+  elseif #body > INTROSPECTION_MAX_BODY then
+    return nil, "token introspection failed: the answer is too large"
+  end
+  local doc = json.decode(body)
+  if type(doc) ~= "table" or type(doc.active) ~= "boolean" then
+    return nil, "token introspection failed: the answer has no boolean 'active'"
+  end
+  local answer = {active = doc.active, scopes = {}}
+  if type(doc.scope) == "string" then
+    for name in doc.scope:gmatch("%S+") do answer.scopes[name] = true end
+  end
+  if math.type(doc.exp) == "integer" or (type(doc.exp) == "number" and doc.exp == doc.exp
+      and doc.exp < math.huge) then
+    answer.exp = doc.exp
+  end
+  return answer
+end
+
+function Service:remember_introspected(value, answer)
+  self.introspected_count = self.introspected_count + 1
+  if self.introspected_count > INTROSPECTION_CACHE_PURGE then
+    local now, n = self.now(), 0
+    for v, known in pairs(self.introspected) do
+      if not known.revoked and now >= known.exp then self.introspected[v] = nil else n = n + 1 end
+    end
+    self.introspected_count = n + 1
+  end
+  self.introspected[value] = answer
+end
+
+-- A bearer token the sandbox did not issue, checked by introspection (or by an earlier positive
+-- answer). Returns the answer, or nil and the 401/403/503 answer. Notes the outcome in the log.
+function Service:authorize_introspected(req, value, scope, rule)
+  local entry = req.log_entry or {headers = {}}
+  entry.token = "introspected"
+  entry.headers.authorization = "Bearer [introspected]"
+  local known = self.introspected[value]
+  if rule and rule.type == "expire_token" then
+    -- refused from now on, whatever the introspection endpoint says
+    if not known then self.introspected_count = self.introspected_count + 1 end
+    self.introspected[value] = {revoked = true, scopes = {}}
+    entry.introspection = known and "cached" or nil
+    return nil, unauthorized()
+  end
+  if known then
+    entry.introspection = "cached"
+    if known.revoked then return nil, unauthorized() end
+    if self.now() >= known.exp then
+      self.introspected[value] = nil
+      return nil, unauthorized()
+    end
+  else
+    local answer, err = self:introspect(value)
+    if not answer then
+      entry.introspection = "failed"
+      return nil, unavailable(err)
+    end
+    if not answer.active or (answer.exp and self.now() >= answer.exp) then
+      entry.introspection = "inactive"
+      return nil, unauthorized()
+    end
+    entry.introspection = "active"
+    if answer.exp then self:remember_introspected(value, answer) end
+    known = answer
+  end
+  if not known.scopes[scope] then
+    return nil, forbidden(scope)
+  end
+  return known
+end
+
+-- Returns the token, or nil and the 401/403 answer (503 when introspection fails).
 function Service:authorize(req, scope, rule)
   local token = self:token_of(req)
+  if not token and self.introspection then
+    local value = bearer_value(req.headers)
+    if value then return self:authorize_introspected(req, value, scope, rule) end
+  end
   if rule and rule.type == "expire_token" then
     -- really expire it, so that a client that keeps using it keeps failing
     if token then token.expires = self.clock() end
@@ -481,6 +589,11 @@ admin["POST /_sandbox/revoke"] = function(self)
     if not token.revoked then n = n + 1 end
     token.revoked = true
   end
+  -- tokens accepted through introspection are refused from now on too
+  for _, known in pairs(self.introspected) do
+    if not known.revoked then n = n + 1 end
+    known.revoked = true
+  end
   return reply(200, {revoked = n})
 end
 
@@ -524,6 +637,7 @@ function Service:handle(req)
   end
   local endpoint = route and route.endpoint or "other"
   local entry = self:record(req, endpoint)
+  req.log_entry = entry
   local rule = faults.take(self.rules, req, endpoint)
   entry.fault = rule and rule.type
   local res = self:answer(req, route, rule)
@@ -540,7 +654,10 @@ Service.client_credentials = service.client_credentials
 
 -- cfg: count, seed, client_id, client_secret, token_ttl, odata_page_size, v3_status, pc_tenant,
 -- clock (function -> seconds), random_hex (function(nbytes) -> hex string), base_url, and
--- client_cert (a PEM certificate file: client assertions are accepted, see assertion.lua).
+-- client_cert (a PEM certificate file: client assertions are accepted, see assertion.lua),
+-- introspection = {url, client_id, secret, post} (tokens the sandbox did not issue are checked
+-- there; post(url, headers, body, timeout) -> status, body | nil, message does the HTTP POST and
+-- must not block other requests), now (function -> Unix seconds, default os.time; for `exp`).
 function service.new(cfg)
   local client_cert = cfg.client_cert
   local svc = setmetatable({
@@ -552,6 +669,10 @@ function service.new(cfg)
     customers = data.generate(cfg.count, cfg.seed),
     tokens = {},
     issued = 0,
+    introspection = cfg.introspection,
+    introspected = {}, -- token value -> {scopes, exp, revoked}: positive introspection answers
+    introspected_count = 0,
+    now = cfg.now or os.time,
     log = json.array(),
     rules = {},
     -- loaded only when asked for (it needs luaossl's x509 and the openssl command)
