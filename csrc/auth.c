@@ -105,22 +105,25 @@ static void cache(lua_State *L, int ci, const char *scope, double expires_in, co
   pc_emit(L, ci);
 }
 
-/* application/x-www-form-urlencoded */
-static void add_form(luaL_Buffer *b, const char *k, const char *v) {
+/* application/x-www-form-urlencoded, one name or value */
+static void add_encoded(luaL_Buffer *b, const char *s) {
   static const char hex[] = "0123456789ABCDEF";
-  if (luaL_bufflen(b) > 0) luaL_addchar(b, '&');
-  for (int pass = 0; pass < 2; pass++) {
-    for (const unsigned char *p = (const unsigned char *)(pass ? v : k); *p; p++) {
-      if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~')
-        luaL_addchar(b, (char)*p);
-      else {
-        luaL_addchar(b, '%');
-        luaL_addchar(b, hex[*p >> 4]);
-        luaL_addchar(b, hex[*p & 15]);
-      }
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~')
+      luaL_addchar(b, (char)*p);
+    else {
+      luaL_addchar(b, '%');
+      luaL_addchar(b, hex[*p >> 4]);
+      luaL_addchar(b, hex[*p & 15]);
     }
-    if (!pass) luaL_addchar(b, '=');
   }
+}
+
+static void add_form(luaL_Buffer *b, const char *k, const char *v) {
+  if (luaL_bufflen(b) > 0) luaL_addchar(b, '&');
+  add_encoded(b, k);
+  luaL_addchar(b, '=');
+  add_encoded(b, v);
 }
 
 static int fetch_provider(lua_State *L, int ci, const char *scope) {
@@ -190,31 +193,21 @@ static int push_form(lua_State *L, int ci, int o, int hi, const char *scope, int
     v[1] = lua_tostring(L, -1); /* the assertion replaces the secret below */
     lua_pop(L, 1);
   }
-  if (basic) { /* RFC 6749 2.3.1: id and secret form-encoded, then joined for HTTP Basic */
+  if (basic) { /* RFC 6749 2.3.1: id and secret form-encoded, joined by ':', then base64 */
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    add_form(&b, "", v[0]);
+    add_encoded(&b, v[0]);
+    luaL_addchar(&b, ':');
+    add_encoded(&b, v[1]);
     luaL_pushresult(&b);
-    luaL_buffinit(L, &b);
-    add_form(&b, "", v[1]);
-    luaL_pushresult(&b);
-    lua_pushfstring(L, "%s:%s", lua_tostring(L, -2) + 1, lua_tostring(L, -1) + 1); /* skip the '=' */
     size_t n;
     const unsigned char *raw = (const unsigned char *)lua_tolstring(L, -1, &n);
     luaL_Buffer h;
-    luaL_buffinit(L, &h);
-    luaL_addstring(&h, "Basic ");
-    static const char a64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (size_t i = 0; i < n; i += 3) {
-      unsigned x = (unsigned)raw[i] << 16 | (i + 1 < n ? (unsigned)raw[i + 1] << 8 : 0) | (i + 2 < n ? raw[i + 2] : 0);
-      luaL_addchar(&h, a64[x >> 18 & 63]);
-      luaL_addchar(&h, a64[x >> 12 & 63]);
-      luaL_addchar(&h, i + 1 < n ? a64[x >> 6 & 63] : '=');
-      luaL_addchar(&h, i + 2 < n ? a64[x & 63] : '=');
-    }
-    luaL_pushresult(&h);
+    char *out = luaL_buffinitsize(L, &h, 6 + 4 * ((n + 2) / 3) + 1);
+    memcpy(out, "Basic ", 6);
+    luaL_pushresultsize(&h, 6 + pc_base64(raw, n, out + 6, 0));
     lua_setfield(L, hi, "Authorization");
-    lua_pop(L, 3);
+    lua_pop(L, 1);
   }
   luaL_Buffer b;
   luaL_buffinit(L, &b);

@@ -67,24 +67,6 @@ static void hex(const unsigned char *p, unsigned n, char *out) {
   out[2 * n] = '\0';
 }
 
-static size_t b64url(const unsigned char *p, size_t n, char *out) {
-  static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  size_t o = 0, i = 0;
-  for (; i + 2 < n; i += 3) {
-    unsigned v = (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8 | p[i + 2];
-    out[o++] = a[v >> 18 & 63], out[o++] = a[v >> 12 & 63], out[o++] = a[v >> 6 & 63], out[o++] = a[v & 63];
-  }
-  if (n - i == 1) {
-    unsigned v = (unsigned)p[i] << 16;
-    out[o++] = a[v >> 18 & 63], out[o++] = a[v >> 12 & 63];
-  } else if (n - i == 2) {
-    unsigned v = (unsigned)p[i] << 16 | (unsigned)p[i + 1] << 8;
-    out[o++] = a[v >> 18 & 63], out[o++] = a[v >> 12 & 63], out[o++] = a[v >> 6 & 63];
-  }
-  out[o] = '\0';
-  return o;
-}
-
 /* Checks what was loaded and computes the thumbprints; NULL or a message. `now` is the client's clock. */
 static const char *check(pc_cert *c, double now, char *err, size_t errlen) {
   if (X509_check_private_key(c->cert, c->key) != 1) {
@@ -110,9 +92,9 @@ static const char *check(pc_cert *c, double now, char *err, size_t errlen) {
   unsigned n = 0;
   if (!X509_digest(c->cert, EVP_sha1(), md, &n)) return "certificate: cannot compute the SHA-1 thumbprint";
   hex(md, n, c->kid);
-  b64url(md, n, c->x5t);
+  pc_base64(md, n, c->x5t, 1);
   if (!X509_digest(c->cert, EVP_sha256(), md, &n)) return "certificate: cannot compute the SHA-256 thumbprint";
-  b64url(md, n, c->x5t_s256);
+  pc_base64(md, n, c->x5t_s256, 1);
   return NULL;
 }
 
@@ -189,7 +171,7 @@ static void b64url_top(lua_State *L) {
   const unsigned char *p = (const unsigned char *)lua_tolstring(L, -1, &n);
   luaL_Buffer b;
   char *out = luaL_buffinitsize(L, &b, n / 3 * 4 + 5);
-  luaL_pushresultsize(&b, b64url(p, n, out));
+  luaL_pushresultsize(&b, pc_base64(p, n, out, 1));
   lua_remove(L, -2);
 }
 
@@ -251,7 +233,7 @@ int pc_cert_assertion(lua_State *L, pc_cert *c, const char *client_id, const cha
     return 0;
   }
   char out[1024 / 3 * 4 + 8];
-  size_t outlen = b64url(sig, siglen, out);
+  size_t outlen = pc_base64(sig, siglen, out, 1);
   lua_pushliteral(L, ".");
   lua_pushlstring(L, out, outlen);
   lua_concat(L, 3);

@@ -446,6 +446,24 @@ int pc_uuid(char out[37]) {
   return 1;
 }
 
+size_t pc_base64(const unsigned char *p, size_t n, char *out, int url) {
+  const char *a = url ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+                      : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t o = 0;
+  for (size_t i = 0; i < n; i += 3) {
+    size_t left = n - i;
+    unsigned v = (unsigned)p[i] << 16 | (left > 1 ? (unsigned)p[i + 1] << 8 : 0) | (left > 2 ? p[i + 2] : 0);
+    out[o++] = a[v >> 18 & 63];
+    out[o++] = a[v >> 12 & 63];
+    if (left > 1) out[o++] = a[v >> 6 & 63];
+    else if (!url) out[o++] = '=';
+    if (left > 2) out[o++] = a[v & 63];
+    else if (!url) out[o++] = '=';
+  }
+  out[o] = '\0';
+  return o;
+}
+
 /* core.uuid(): a random (version 4) GUID, as MS-RequestId and MS-CorrelationId want. */
 static int l_uuid(lua_State *L) {
   char s[37];

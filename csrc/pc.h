@@ -151,6 +151,9 @@ void pc_cert_free(pc_cert *c);
 int pc_cert_assertion(lua_State *L, pc_cert *c, const char *client_id, const char *aud, double now, const char *jti);
 
 /* core.c */
+/* Base64 of p[0..n) into out (room for 4 * ((n + 2) / 3) + 1 bytes), NUL-terminated; returns the
+ * length. url: the base64url alphabet without padding (JWT, thumbprints), else RFC 4648 with '='. */
+size_t pc_base64(const unsigned char *p, size_t n, char *out, int url);
 /* Writes a random version-4 GUID (36 characters and a NUL); returns 0 without a random source. */
 int pc_uuid(char out[37]);
 pc_client *pc_check_client(lua_State *L, int idx);
