@@ -2,21 +2,11 @@
 -- client is built, before any request. Keys and certificates are made here with openssl, never committed.
 local core = require "partnercustomers.core"
 local pc = require "partnercustomers"
+local helpers = require "spec.helpers.util"
+local sh, read = helpers.sh, helpers.read
 
 local PASSWORD = "correct horse " .. tostring(os.time())
 
-local function sh(cmd)
-  -- the sanitizer preload of `make asan` is for the module, not for openssl
-  local ok = os.execute("env -u LD_PRELOAD sh -c '" .. cmd:gsub("'", "'\\''") .. "' >/dev/null 2>&1")
-  assert(ok, "command failed: " .. cmd)
-end
-
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
 
 describe("certificate credentials", function()
   local dir

@@ -556,19 +556,8 @@ describe("partnercustomers command line", function()
         p:close()
       end)
       after_each(function() os.execute("rm -rf '" .. dir .. "'") end)
+      local read, write = require("spec.helpers.util").read, require("spec.helpers.util").write
 
-      local function read(path)
-        local f = assert(io.open(path))
-        local s = f:read("a")
-        f:close()
-        return s
-      end
-
-      local function write(path, s)
-        local f = assert(io.open(path, "w"))
-        f:write(s)
-        f:close()
-      end
 
       local function listing()
         local p = io.popen("ls -A '" .. dir .. "'")

@@ -7,24 +7,14 @@
 local core = require "partnercustomers.core"
 local oidc = require "spec.helpers.oidc"
 local sandbox = require "spec.helpers.sandbox"
+local helpers = require "spec.helpers.util"
+local sh, sh_output, b64url = helpers.sh, helpers.capture, helpers.b64url
 
 local SCOPE = "elements.customers.read.all"
 local TTL = 300 -- the server's access token lifetime
 local COUNT = 12 -- the sandbox's customers
 local V3_PAGE = "/partner/external/v3/general/customers?pageIndex=1&pageSize=5"
 
-local function sh(cmd)
-  -- the sanitizer preload of `make asan` is for the module, not for openssl
-  local ok = os.execute("env -u LD_PRELOAD sh -c '" .. cmd:gsub("'", "'\\''") .. "' >/dev/null 2>&1")
-  assert(ok, "command failed: " .. cmd)
-end
-
-local function sh_output(cmd)
-  local p = assert(io.popen("env -u LD_PRELOAD sh -c '" .. cmd:gsub("'", "'\\''") .. "' 2>/dev/null", "r"))
-  local out = p:read("a")
-  assert(p:close(), "command failed: " .. cmd)
-  return out
-end
 
 local function random_hex(n)
   local f = assert(io.open("/dev/urandom", "rb"))
@@ -33,19 +23,8 @@ local function random_hex(n)
   return (bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
 end
 
-local B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 local function hex_to_b64url(hex)
-  local bytes = hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
-  local out = {}
-  for i = 1, #bytes, 3 do
-    local a, b, c = bytes:byte(i, i + 2)
-    local x = a << 16 | (b or 0) << 8 | (c or 0)
-    for j = 0, (b and (c and 3 or 2) or 1) do
-      local k = (x >> (18 - 6 * j)) & 63
-      out[#out + 1] = B64URL:sub(k + 1, k + 1)
-    end
-  end
-  return table.concat(out)
+  return b64url((hex:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)))
 end
 
 -- The certificate's thumbprint as openssl computes it: upper-case hex, no colons.

@@ -14,54 +14,13 @@ local PC_RESOURCE = "https://api.partnercenter.microsoft.com"
 local JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 local FORM = {["content-type"] = "application/x-www-form-urlencoded"}
 local decode = sandbox.decode
+local helpers = require "spec.helpers.util"
+local sh, capture, read, write = helpers.sh, helpers.capture, helpers.read, helpers.write
+local b64url, base64 = helpers.b64url, helpers.base64
 
 ---------------------------------------------------------------------------------------------
 -- Shell, files, encodings
 
-local function sh(cmd)
-  -- the sanitizer preload of `make asan` is for the module, not for openssl
-  local ok = os.execute("env -u LD_PRELOAD sh -c '" .. cmd:gsub("'", "'\\''") .. "' >/dev/null 2>&1")
-  assert(ok, "command failed: " .. cmd)
-end
-
-local function capture(cmd)
-  local p = assert(io.popen("env -u LD_PRELOAD sh -c '" .. cmd:gsub("'", "'\\''") .. "' 2>/dev/null"))
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function b64url(s)
-  local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = (a << 16) | ((b or 0) << 8) | (c or 0)
-    for k = 0, (c and 3) or (b and 2) or 1 do
-      local v = (n >> (18 - 6 * k)) & 63
-      out[#out + 1] = alphabet:sub(v + 1, v + 1)
-    end
-  end
-  return table.concat(out)
-end
-
-local function base64(s)
-  local t = b64url(s):gsub("-", "+"):gsub("_", "/")
-  return t .. string.rep("=", (4 - #t % 4) % 4)
-end
 
 local function form_encode(s)
   return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", c:byte()) end))

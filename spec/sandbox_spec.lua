@@ -46,21 +46,6 @@ local function has_any(s, needles)
   return false
 end
 
-local function base64(s)
-  local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = (a << 16) | ((b or 0) << 8) | (c or 0)
-    for k = 0, 3 do
-      local sextet = (n >> (18 - 6 * k)) & 63
-      out[#out + 1] = alphabet:sub(sextet + 1, sextet + 1)
-    end
-    if not c then out[#out] = "=" end
-    if not b then out[#out - 1] = "=" end
-  end
-  return table.concat(out)
-end
 
 -- The log without the token requests.
 local function api_log(sb)
@@ -72,6 +57,7 @@ local function api_log(sb)
 end
 
 local ids_of = require("spec.helpers.util").ids_of
+local base64 = require("spec.helpers.util").base64
 
 -- true when a v3 jobStatus value (any accepted form) names `code`
 local function names_code(value, code)

@@ -40,4 +40,56 @@ function M.assert_error(err, kind, secrets)
   end
 end
 
+-- Runs a shell command of a test peer (openssl and the like), asserting that it succeeds. The
+-- sanitizer preload of `make asan` is for the module under test, not for its peers.
+local function peer(cmd)
+  return "env -u LD_PRELOAD sh -c '" .. cmd:gsub("'", "'\\''") .. "'"
+end
+
+function M.sh(cmd)
+  assert(os.execute(peer(cmd) .. " >/dev/null 2>&1"), "command failed: " .. cmd)
+end
+
+-- The same, returning what the command printed.
+function M.capture(cmd)
+  local p = assert(io.popen(peer(cmd) .. " 2>/dev/null", "r"))
+  local out = p:read("a")
+  assert(p:close(), "command failed: " .. cmd)
+  return out
+end
+
+function M.read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function M.write(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+end
+
+-- base64url without padding (JWT), written here apart from the module's own encoder.
+function M.b64url(s)
+  local alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = (a << 16) | ((b or 0) << 8) | (c or 0)
+    for k = 0, (c and 3) or (b and 2) or 1 do
+      local v = (n >> (18 - 6 * k)) & 63
+      out[#out + 1] = alphabet:sub(v + 1, v + 1)
+    end
+  end
+  return table.concat(out)
+end
+
+-- base64 with padding (RFC 4648), e.g. for HTTP Basic.
+function M.base64(s)
+  local t = M.b64url(s):gsub("-", "+"):gsub("_", "/")
+  return t .. string.rep("=", (4 - #t % 4) % 4)
+end
+
 return M
