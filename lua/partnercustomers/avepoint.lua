@@ -7,6 +7,7 @@ local job_status = require "partnercustomers.job_status"
 local util = require "partnercustomers.util"
 
 local misuse = util.misuse
+local protocol_error, is_object = util.protocol_error, util.is_object
 
 local ENVIRONMENTS = {
   commercial = {
@@ -150,17 +151,6 @@ end
 ------------------------------------------------------------------------------------------------
 -- Answers
 
-local function protocol_error(req, resp, fmt, ...)
-  return core.error {
-    kind = "protocol",
-    method = req.method,
-    url = req.url,
-    status = resp.status,
-    attempts = resp.attempts,
-    message = fmt:format(...),
-  }
-end
-
 -- Moves t.Id (any case) to t.id when t.id is absent.
 local function lower_key(t, key)
   if t[key] ~= nil then return end
@@ -171,10 +161,6 @@ local function lower_key(t, key)
       return -- t[key] is new, so the traversal must stop here
     end
   end
-end
-
-local function is_object(v)
-  return type(v) == "table" and (next(v) == nil or not util.is_array(v))
 end
 
 -- Normalises customer c in place (see API.md); returns nil and a reason when it has the wrong shape.

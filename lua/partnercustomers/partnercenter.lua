@@ -7,6 +7,7 @@ local core = require "partnercustomers.core"
 local util = require "partnercustomers.util"
 
 local misuse = util.misuse
+local protocol_error, is_object = util.protocol_error, util.is_object
 
 -- Authority (token host) and API host of each cloud (api-docs/FIELD-NOTES.md).
 local CLOUDS = {
@@ -229,31 +230,6 @@ local function request(self, url, correlation_id, extra)
     end
   end
   return { method = "GET", url = url, headers = headers, scope = self._scope, decode = true }
-end
-
-local function header_of(req, name)
-  for k, v in pairs(req.headers) do
-    if k:lower() == name then return v end
-  end
-end
-
-local function protocol_error(req, resp, fmt, ...)
-  local h = resp.headers or {}
-  return core.error {
-    kind = "protocol",
-    method = req.method,
-    url = req.url,
-    status = resp.status,
-    attempts = resp.attempts,
-    request_id = h["ms-requestid"] or header_of(req, "ms-requestid"),
-    correlation_id = h["ms-correlationid"] or header_of(req, "ms-correlationid"),
-    cv = h["ms-cv"],
-    message = fmt:format(...),
-  }
-end
-
-local function is_object(v)
-  return type(v) == "table" and (next(v) == nil or not util.is_array(v))
 end
 
 local function shape_of(v)

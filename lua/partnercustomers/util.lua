@@ -307,4 +307,32 @@ function M.core_options(o)
   return copts
 end
 
+-- A JSON object as cjson gives it: a table that is not a list (an empty table counts as both).
+function M.is_object(v)
+  return type(v) == "table" and (next(v) == nil or not is_array(v))
+end
+
+local function request_header(req, name)
+  for k, v in pairs(req.headers or {}) do
+    if k:lower() == name then return v end
+  end
+end
+
+-- A `protocol` error about the answer `resp` to `req` (a well-formed answer of the wrong shape),
+-- with the ids Partner Center gives or that the request sent (absent for AvePoint).
+function M.protocol_error(req, resp, fmt, ...)
+  local h = resp.headers or {}
+  return require("partnercustomers.core").error {
+    kind = "protocol",
+    method = req.method,
+    url = req.url,
+    status = resp.status,
+    attempts = resp.attempts,
+    request_id = h["ms-requestid"] or request_header(req, "ms-requestid"),
+    correlation_id = h["ms-correlationid"] or request_header(req, "ms-correlationid"),
+    cv = h["ms-cv"],
+    message = fmt:format(...),
+  }
+end
+
 return M
