@@ -6,16 +6,7 @@ local cjson = require "cjson"
 
 local COUNT = 23
 
-local function sink()
-  local parts = {}
-  return {
-    write = function(self, ...)
-      for _, s in ipairs { ... } do parts[#parts + 1] = tostring(s) end
-      return self
-    end,
-    text = function() return table.concat(parts) end,
-  }
-end
+local sink = require("spec.helpers.util").sink
 
 local function lines(text, sep)
   local out = {}

@@ -1,17 +1,7 @@
 local format = require "partnercustomers.format"
 local cjson = require "cjson.safe"
 
--- An output that collects what is written, like a file's write method.
-local function sink()
-  local parts = {}
-  return {
-    write = function(self, ...)
-      for _, s in ipairs { ... } do parts[#parts + 1] = s end
-      return self
-    end,
-    text = function() return table.concat(parts) end,
-  }
-end
+local sink = require("spec.helpers.util").sink
 
 local function render(name, customers)
   local out = sink()

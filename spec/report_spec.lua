@@ -10,16 +10,7 @@ local T1 = "11111111-1111-4111-8111-111111111111"
 local T2 = "22222222-2222-4222-8222-222222222222"
 local T3 = "33333333-3333-4333-8333-333333333333"
 
-local function sink()
-  local parts = {}
-  return {
-    write = function(self, ...)
-      for _, s in ipairs { ... } do parts[#parts + 1] = s end
-      return self
-    end,
-    text = function() return table.concat(parts) end,
-  }
-end
+local sink = require("spec.helpers.util").sink
 
 describe("report.rows against the sandbox", function()
   local sb, customers, orgs

@@ -18,17 +18,11 @@ local cjson = require "cjson"
 
 local oidc = {}
 
--- The repository root, from where this file is (spec/helpers/oidc.lua).
-local ROOT = (function()
-  local file = debug.getinfo(1, "S").source:match("^@(.*)$") or ""
-  return file:match("^(.*)/spec/helpers/[^/]+$") or "."
-end)()
+local helpers = require "spec.helpers.util"
+local ROOT, shell_quote = helpers.ROOT, helpers.shell_quote
 
 local NODE = os.getenv("NODE") or "node"
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
 
 local function read_file(path)
   local f = io.open(path, "rb")

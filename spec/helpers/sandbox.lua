@@ -21,19 +21,13 @@ local cjson = require "cjson"
 
 local sandbox = {}
 
--- The repository root, from where this file is (spec/helpers/sandbox.lua).
-local ROOT = (function()
-  local file = debug.getinfo(1, "S").source:match("^@(.*)$") or ""
-  return file:match("^(.*)/spec/helpers/[^/]+$") or "."
-end)()
+local helpers = require "spec.helpers.util"
+local ROOT, shell_quote = helpers.ROOT, helpers.shell_quote
 
 local LUA = os.getenv("LUA") or "lua5.4"
 -- Debian installs lua-http (pure Lua) under the 5.1 tree only.
 local LUA51 = "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua"
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
 
 local function command_line(argv)
   local quoted = {}

@@ -40,10 +40,32 @@ function M.assert_error(err, kind, secrets)
   end
 end
 
+-- The repository root, from where this file is (spec/helpers/util.lua).
+M.ROOT = (function()
+  local file = debug.getinfo(1, "S").source:match("^@(.*)$") or ""
+  return file:match("^(.*)/spec/helpers/[^/]+$") or "."
+end)()
+
+function M.shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- An output that collects what is written, like a file's write method.
+function M.sink()
+  local parts = {}
+  return {
+    write = function(self, ...)
+      for _, s in ipairs { ... } do parts[#parts + 1] = tostring(s) end
+      return self
+    end,
+    text = function() return table.concat(parts) end,
+  }
+end
+
 -- Runs a shell command of a test peer (openssl and the like), asserting that it succeeds. The
 -- sanitizer preload of `make asan` is for the module under test, not for its peers.
 local function peer(cmd)
-  return "env -u LD_PRELOAD sh -c '" .. cmd:gsub("'", "'\\''") .. "'"
+  return "env -u LD_PRELOAD sh -c " .. M.shell_quote(cmd)
 end
 
 function M.sh(cmd)
