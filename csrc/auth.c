@@ -106,18 +106,7 @@ static void cache(lua_State *L, int ci, const char *scope, double expires_in, co
 }
 
 /* application/x-www-form-urlencoded, one name or value */
-static void add_encoded(luaL_Buffer *b, const char *s) {
-  static const char hex[] = "0123456789ABCDEF";
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-    if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~')
-      luaL_addchar(b, (char)*p);
-    else {
-      luaL_addchar(b, '%');
-      luaL_addchar(b, hex[*p >> 4]);
-      luaL_addchar(b, hex[*p & 15]);
-    }
-  }
-}
+static void add_encoded(luaL_Buffer *b, const char *s) { pc_form_encode(b, s, strlen(s)); }
 
 static void add_form(luaL_Buffer *b, const char *k, const char *v) {
   if (luaL_bufflen(b) > 0) luaL_addchar(b, '&');

@@ -3,7 +3,6 @@
  * then acquire the libcurl handles and store them at once; one idempotent release serves
  * close, __gc and __close. */
 #include <errno.h>
-#include <sys/random.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -428,47 +427,21 @@ static int run(lua_State *L, int single) {
 int pc_l_request(lua_State *L) { return run(L, 1); }
 int pc_l_batch(lua_State *L) { return run(L, 0); }
 
-int pc_uuid(char out[37]) {
-  unsigned char r[16];
-  size_t got = 0;
-  while (got < sizeof r) {
-    ssize_t n = getrandom(r + got, sizeof r - got, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return 0;
-    }
-    got += (size_t)n;
-  }
-  r[6] = (unsigned char)((r[6] & 0x0f) | 0x40); /* version 4 */
-  r[8] = (unsigned char)((r[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-  snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
-           r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
-  return 1;
-}
-
-size_t pc_base64(const unsigned char *p, size_t n, char *out, int url) {
-  const char *a = url ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-                      : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  size_t o = 0;
-  for (size_t i = 0; i < n; i += 3) {
-    size_t left = n - i;
-    unsigned v = (unsigned)p[i] << 16 | (left > 1 ? (unsigned)p[i + 1] << 8 : 0) | (left > 2 ? p[i + 2] : 0);
-    out[o++] = a[v >> 18 & 63];
-    out[o++] = a[v >> 12 & 63];
-    if (left > 1) out[o++] = a[v >> 6 & 63];
-    else if (!url) out[o++] = '=';
-    if (left > 2) out[o++] = a[v & 63];
-    else if (!url) out[o++] = '=';
-  }
-  out[o] = '\0';
-  return o;
-}
-
 /* core.uuid(): a random (version 4) GUID, as MS-RequestId and MS-CorrelationId want. */
 static int l_uuid(lua_State *L) {
   char s[37];
-  if (!pc_uuid(s)) return luaL_error(L, "partnercustomers: no random source (getrandom failed)");
+  if (!pc_uuid(s)) return luaL_error(L, "partnercustomers: no random source");
   lua_pushstring(L, s);
+  return 1;
+}
+
+/* core.url_problem(url): nil when the client may request url (https, or http to loopback), else
+ * the reason it may not: the one place the rule lives, for the Lua layer too. */
+static int l_url_problem(lua_State *L) {
+  char host[256];
+  const char *why = pc_url_problem(luaL_checkstring(L, 1), host, sizeof host);
+  if (why) lua_pushstring(L, why);
+  else lua_pushnil(L);
   return 1;
 }
 
@@ -492,7 +465,7 @@ static const luaL_Reg client_meta[] = {
 
 static const luaL_Reg funcs[] = {
   {"new", l_new}, {"error", pc_l_error}, {"is_error", pc_l_is_error},
-  {"now", l_now}, {"sleep", l_sleep}, {"uuid", l_uuid}, {NULL, NULL},
+  {"now", l_now}, {"url_problem", l_url_problem}, {"sleep", l_sleep}, {"uuid", l_uuid}, {NULL, NULL},
 };
 
 __attribute__((visibility("default"))) int luaopen_partnercustomers_core(lua_State *L) {

@@ -33,27 +33,6 @@ typedef struct {
 
 /* ---- buffers and libcurl callbacks (no Lua in here) ---- */
 
-int pc_buf_append(pc_buf *b, const char *p, size_t n) {
-  if (b->len + n + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + n + 1) cap *= 2;
-    char *q = realloc(b->p, cap);
-    if (q == NULL) return 0;
-    b->p = q;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, p, n);
-  b->len += n;
-  b->p[b->len] = '\0';
-  return 1;
-}
-
-void pc_buf_free(pc_buf *b) {
-  free(b->p);
-  b->p = NULL;
-  b->len = b->cap = 0;
-}
-
 /* Called with decoded bytes, so the cap also stops a compression bomb. */
 static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud) {
   pc_xfer *x = ud;
@@ -106,7 +85,16 @@ static int is_loopback(const char *host) {
   return 0;
 }
 
-/* Returns NULL when url may be used, or the reason it may not. No Lua calls inside:
+static int has_part(CURLU *u, CURLUPart part) {
+  char *v = NULL;
+  int has = curl_url_get(u, part, &v, 0) == CURLUE_OK;
+  curl_free(v);
+  return has;
+}
+
+/* The one loopback rule (the Lua layer asks core.url_problem): the host as libcurl normalises
+ * it (so "127.1" is 127.0.0.1 and "127.0.0.08" is a name), then 127.0.0.0/8, ::1 or localhost.
+ * Returns NULL when url may be used, or the reason it may not. No Lua calls inside:
  * the CURLU handle is freed before the caller raises. */
 const char *pc_url_problem(const char *url, char *host, size_t hostlen) {
   const char *why = NULL;
@@ -119,6 +107,8 @@ const char *pc_url_problem(const char *url, char *host, size_t hostlen) {
   else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
            curl_url_get(u, CURLUPART_HOST, &h, 0) != CURLUE_OK)
     why = "has no scheme or host";
+  else if (has_part(u, CURLUPART_USER) || has_part(u, CURLUPART_PASSWORD) || has_part(u, CURLUPART_OPTIONS))
+    why = "carries credentials (user:password@), which do not belong in a URL";
   else {
     snprintf(host, hostlen, "%s", h);
     if (strcasecmp(scheme, "https") == 0)
@@ -341,55 +331,6 @@ static const char *start_attempt(lua_State *L, int ci, pc_client *c, pc_req *r, 
 
 /* ---- finishing an attempt ---- */
 
-/* Pushes the response headers as a table of lower-case names (repeated ones joined by ", "). */
-static void push_headers(lua_State *L, pc_xfer *x) {
-  lua_newtable(L);
-  const char *p = x->rhdrs.p, *end = p ? p + x->rhdrs.len : NULL;
-  while (p && p < end) {
-    const char *eol = memchr(p, '\n', (size_t)(end - p));
-    if (eol == NULL) eol = end;
-    const char *colon = memchr(p, ':', (size_t)(eol - p));
-    if (colon && colon > p && memcmp(p, "HTTP/", 5) != 0) {
-      luaL_Buffer b;
-      luaL_buffinit(L, &b);
-      for (const char *q = p; q < colon; q++) luaL_addchar(&b, (char)tolower((unsigned char)*q));
-      luaL_pushresult(&b);
-      const char *v = colon + 1, *ve = eol;
-      while (v < ve && (*v == ' ' || *v == '\t')) v++;
-      while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t')) ve--;
-      lua_pushvalue(L, -1);
-      if (lua_rawget(L, -3) == LUA_TSTRING) {
-        lua_pushliteral(L, ", ");
-        lua_pushlstring(L, v, (size_t)(ve - v));
-        lua_concat(L, 3);
-      } else {
-        lua_pop(L, 1);
-        lua_pushlstring(L, v, (size_t)(ve - v));
-      }
-      lua_rawset(L, -3);
-    }
-    p = eol + 1;
-  }
-}
-
-/* Retry-After in seconds or as an HTTP date; -1 when absent or unreadable. */
-static double retry_after(lua_State *L, int hi, double now) {
-  double ra = -1;
-  if (lua_getfield(L, hi, "retry-after") == LUA_TSTRING) {
-    const char *v = lua_tostring(L, -1);
-    char *end;
-    double secs = strtod(v, &end);
-    if (end != v && *end == '\0' && isdigit((unsigned char)v[0]))
-      ra = secs;
-    else {
-      time_t t = curl_getdate(v, NULL);
-      if (t != (time_t)-1) ra = fmax(0, (double)t - now);
-    }
-  }
-  lua_pop(L, 1);
-  return ra;
-}
-
 static double backoff(pc_client *c, lua_State *L, int ci, int retry) {
   double step = fmin(c->backoff_max, c->backoff_base * pow(2, retry - 1));
   return step / 2 + step / 2 * pc_random(L, ci); /* jitter keeps at least half of the step */
@@ -418,43 +359,6 @@ static void add_ids(lua_State *L, int e, int hi, int pi) {
     if (!from_body && lua_getfield(L, pi, fields[f]) == LUA_TSTRING) lua_setfield(L, e, fields[f]);
     else if (!from_body) lua_pop(L, 1);
   }
-}
-
-/* Reads code and message from an error body in any of the shapes the services use:
- * OAuth {error, error_description}, OData {error: {code, message}}, Partner Center
- * {code, description} and the throttling {statusCode, message}. Error table at -2, body at -1. */
-static void error_fields_from_body(lua_State *L) {
-  int top = lua_gettop(L);
-  int e = top - 1, t = top;
-  const char *code_field = NULL, *msg_field;
-  int ty = lua_getfield(L, t, "error");
-  if (ty == LUA_TSTRING) {
-    code_field = "error", msg_field = "error_description";
-  } else if (ty == LUA_TTABLE) {
-    t = lua_gettop(L);
-    code_field = "code", msg_field = "message";
-  } else {
-    lua_getfield(L, t, "code");
-    code_field = lua_isnil(L, -1) ? NULL : "code";
-    lua_getfield(L, t, "description");
-    msg_field = lua_isstring(L, -1) ? "description" : "message";
-  }
-  if (code_field) {
-    lua_getfield(L, t, code_field);
-    if (lua_isstring(L, -1)) { /* numbers become strings: codes are always strings */
-      lua_pushstring(L, lua_tostring(L, -1));
-      lua_setfield(L, e, "code");
-    }
-    lua_pop(L, 1);
-  }
-  lua_getfield(L, t, msg_field);
-  if (lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) > 0) lua_setfield(L, e, "message");
-  /* Entra's ids, for a support request; the response headers win where both exist */
-  static const char *const ids[] = {"trace_id", "correlation_id", NULL};
-  for (int i = 0; ids[i]; i++) {
-    if (lua_getfield(L, top, ids[i]) == LUA_TSTRING) lua_setfield(L, e, ids[i]);
-  }
-  lua_settop(L, top);
 }
 
 typedef struct {
@@ -609,7 +513,7 @@ static void complete(pc_batch *b, int k, pc_xfer *x, CURLcode rc) {
     return;
   }
 
-  push_headers(L, x);
+  pc_push_headers(L, x->rhdrs.p, x->rhdrs.len);
   int hi = lua_gettop(L);
   if (status >= 200 && status < 300) {
     lua_createtable(L, 0, 6);
@@ -652,7 +556,9 @@ static void complete(pc_batch *b, int k, pc_xfer *x, CURLcode rc) {
     lua_settop(L, hi - 1);
     return;
   }
-  double ra = retry_after(L, hi, now);
+  lua_getfield(L, hi, "retry-after");
+  double ra = pc_retry_after_parse(lua_tostring(L, -1), now);
+  lua_pop(L, 1);
   int over_cap = ra > c->retry_after_cap;
   if (retryable_status(status) && !over_cap && r->retries < c->max_retries) {
     double wait = fmax(backoff(c, L, b->ci, ++r->retries), ra);
@@ -675,7 +581,7 @@ static void complete(pc_batch *b, int k, pc_xfer *x, CURLcode rc) {
   pc_set_int(L, "status", status);
   if (ra >= 0) pc_set_num(L, "retry_after", ra);
   if (x->body.len > 0 && pc_json_decode(L, x->body.p, x->body.len)) {
-    if (lua_istable(L, -1)) error_fields_from_body(L);
+    if (lua_istable(L, -1)) pc_error_fields_from_body(L);
     lua_pop(L, 1);
   } else if (x->body.len > 0)
     lua_pop(L, 1); /* not JSON: the message stays "HTTP n" */

@@ -116,9 +116,24 @@ void pc_json_open(lua_State *L);
  * or pushes an error message and returns 0. */
 int pc_json_decode(lua_State *L, const char *s, size_t len);
 
-/* buf */
+/* util.c: helpers (no HTTP, no OAuth, no client; independent of the C locale) */
 int pc_buf_append(pc_buf *b, const char *p, size_t n);
 void pc_buf_free(pc_buf *b);
+void pc_buf_reset(pc_buf *b, size_t keep);
+/* Base64 of p[0..n) into out (room for 4 * ((n + 2) / 3) + 1 bytes), NUL-terminated; returns the
+ * length. url: the base64url alphabet without padding (JWT, thumbprints), else RFC 4648 with '='. */
+size_t pc_base64(const unsigned char *p, size_t n, char *out, int url);
+/* application/x-www-form-urlencoded of s[0..n) (unreserved characters kept, the rest %XX). */
+void pc_form_encode(luaL_Buffer *b, const char *s, size_t n);
+/* Writes a random version-4 GUID (36 characters and a NUL); returns 0 without a random source. */
+int pc_uuid(char out[37]);
+
+/* response.c: reading what a server sent (hostile input; raises only memory errors) */
+void pc_push_headers(lua_State *L, const char *p, size_t len);
+/* Retry-After (delta-seconds or an HTTP date) in seconds from now; -1 when absent or unreadable. */
+double pc_retry_after_parse(const char *v, double now);
+/* Copies code, message and Entra's ids from an error body (at -1) into the error (at -2). */
+void pc_error_fields_from_body(lua_State *L);
 
 /* http.c: the transfer engine */
 int pc_l_request(lua_State *L);
@@ -151,11 +166,6 @@ void pc_cert_free(pc_cert *c);
 int pc_cert_assertion(lua_State *L, pc_cert *c, const char *client_id, const char *aud, double now, const char *jti);
 
 /* core.c */
-/* Base64 of p[0..n) into out (room for 4 * ((n + 2) / 3) + 1 bytes), NUL-terminated; returns the
- * length. url: the base64url alphabet without padding (JWT, thumbprints), else RFC 4648 with '='. */
-size_t pc_base64(const unsigned char *p, size_t n, char *out, int url);
-/* Writes a random version-4 GUID (36 characters and a NUL); returns 0 without a random source. */
-int pc_uuid(char out[37]);
 pc_client *pc_check_client(lua_State *L, int idx);
 double pc_clock(lua_State *L, int ci);
 void pc_sleep(lua_State *L, int ci, double seconds);
