@@ -10,7 +10,7 @@ LUA_CFLAGS  := $(shell $(PKG_CONFIG) --cflags lua5.4)
 CURL_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcurl)
 CURL_LIBS   := $(shell $(PKG_CONFIG) --libs libcurl)
 SSL_CFLAGS  := $(shell $(PKG_CONFIG) --cflags openssl)
-SSL_LIBS    := $(shell $(PKG_CONFIG) --libs libcrypto)
+SSL_LIBS    := $(shell $(PKG_CONFIG) --libs libssl libcrypto)
 
 CFLAGS  ?= -O2 -g
 # Only luaopen_partnercustomers_core is exported; Lua's symbols come from the host (no -llua).

@@ -35,9 +35,10 @@ build = {
   type = "builtin",
   modules = {
     ["partnercustomers.core"] = {
-      sources = { "csrc/auth.c", "csrc/cert.c", "csrc/core.c", "csrc/errors.c", "csrc/http.c", "csrc/json.c" },
+      sources = { "csrc/auth.c", "csrc/cert.c", "csrc/core.c", "csrc/errors.c", "csrc/http.c", "csrc/json.c",
+                  "csrc/response.c", "csrc/util.c" },
       defines = { "_DEFAULT_SOURCE" },
-      libraries = { "curl", "crypto" },
+      libraries = { "curl", "ssl", "crypto" },
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
     },
     ["partnercustomers"] = "lua/partnercustomers/init.lua",

@@ -2,8 +2,8 @@
  * (form POST, secret in the body as the vendors' samples do). Tokens are cached per scope in the
  * client's token table { [scope] = { token = , renew_at = } } and renewed a little before expiry.
  * Tokens live only in that table and in the Authorization header: never in an event or an error. */
-#include <ctype.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include "pc.h"
 
@@ -62,17 +62,36 @@ void pc_token_drop(lua_State *L, int ci, const char *scope) {
   lua_pop(L, 1);
 }
 
-/* expires_in as a number or a numeric string (Entra's v1 endpoint sends "3600"); -1 if absent. */
+/* expires_in as a number or a decimal string (Entra's v1 endpoint sends "3600"): seconds, or
+ * -1 when absent. A value that is present but unusable (zero, negative, hex, garbage, not finite)
+ * counts as PC_TOKEN_SHORT_LIFETIME: the token is used for that long, and a 401 renews it earlier. */
+#define PC_TOKEN_SHORT_LIFETIME 60.0
 static double expires_in_at(lua_State *L, int idx) {
   double v = -1;
   if (lua_type(L, idx) == LUA_TNUMBER)
     v = lua_tonumber(L, idx);
   else if (lua_type(L, idx) == LUA_TSTRING) {
-    int isnum = 0;
-    lua_Number n = lua_tonumberx(L, idx, &isnum);
-    if (isnum) v = n;
+    const char *s = lua_tostring(L, idx);
+    char *end;
+    v = -1;
+    if (s[0] >= '0' && s[0] <= '9' && strspn(s, "0123456789.") == strlen(s)) v = strtod(s, &end);
+  } else if (lua_isnil(L, idx))
+    return -1;
+  return v > 0 && isfinite(v) ? fmin(v, 1e9) : PC_TOKEN_SHORT_LIFETIME;
+}
+
+/* A token goes into an Authorization header as it is: anything a header cannot carry, or a
+ * size no server issues, is refused before it is cached. NULL when it may be used. */
+#define PC_TOKEN_MAX_BYTES (64 * 1024)
+static const char *token_problem(lua_State *L, int idx) {
+  size_t n;
+  const char *t = lua_tolstring(L, idx, &n);
+  if (n > PC_TOKEN_MAX_BYTES) return "is larger than 64 KiB";
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)t[i];
+    if (ch < 0x20 || ch == 0x7f) return "contains control characters (CR, LF, NUL...), which a header cannot carry";
   }
-  return v >= 0 ? v : -1;
+  return NULL;
 }
 
 /* Caches token (at the top, popped) for scope; renews a little before expiry:
@@ -105,14 +124,12 @@ static void cache(lua_State *L, int ci, const char *scope, double expires_in, co
   pc_emit(L, ci);
 }
 
-/* application/x-www-form-urlencoded, one name or value */
-static void add_encoded(luaL_Buffer *b, const char *s) { pc_form_encode(b, s, strlen(s)); }
-
+/* One name=value pair of an application/x-www-form-urlencoded body. */
 static void add_form(luaL_Buffer *b, const char *k, const char *v) {
   if (luaL_bufflen(b) > 0) luaL_addchar(b, '&');
-  add_encoded(b, k);
+  pc_form_encode(b, k, strlen(k));
   luaL_addchar(b, '=');
-  add_encoded(b, v);
+  pc_form_encode(b, v, strlen(v));
 }
 
 static int fetch_provider(lua_State *L, int ci, const char *scope) {
@@ -140,64 +157,91 @@ static int fetch_provider(lua_State *L, int ci, const char *scope) {
     lua_pop(L, 3);
     return 0;
   }
+  const char *why = token_problem(L, -2);
+  if (why) {
+    lua_pushfstring(L, "token provider returned a token that %s", why);
+    pc_push_error(L, PC_E_AUTH, lua_tostring(L, -1));
+    lua_rotate(L, -4, 1);
+    lua_pop(L, 3);
+    return 0;
+  }
   double exp = expires_in_at(L, -1);
   lua_pop(L, 1);
   cache(L, ci, scope, exp, "provider");
   return 1;
 }
 
+/* Signs a fresh client assertion (new jti, iat and exp: a retried token request never replays
+ * one) and pins it in the options table at o, where redaction finds it. Returns it, or NULL. */
+static const char *fresh_assertion(lua_State *L, int ci, int o, const char *client_id, const char *aud) {
+  pc_client *c = lua_touserdata(L, ci);
+  char jti[37];
+  if (!pc_uuid(jti)) return NULL;
+  const char *id = jti;
+  /* an injected jti generator, like the clock: tests replay an assertion id with it */
+  if (lua_getfield(L, o, "jti") == LUA_TFUNCTION) {
+    lua_call(L, 0, 1);
+    id = lua_tostring(L, -1);
+    if (id == NULL) luaL_error(L, "partnercustomers: the jti function must return a string");
+  }
+  int signed_ok = pc_cert_assertion(L, &c->cert, client_id, aud, pc_clock(L, ci), id);
+  if (signed_ok) lua_remove(L, -2); /* the jti (or nil) under the assertion */
+  else lua_pop(L, 1);
+  if (!signed_ok) return NULL;
+  lua_setfield(L, o, "assertion"); /* pinned (and redacted) until the next one */
+  lua_getfield(L, o, "assertion");
+  const char *a = lua_tostring(L, -1);
+  lua_pop(L, 1);
+  return a;
+}
+
+/* RFC 6749 2.3.1: id and secret form-encoded, joined by ':', then base64, as the value of the
+ * Authorization header in the headers table at hi. The credential is pinned in the options (o)
+ * as basic_credential, so that redaction knows it in that form too. */
+static void set_basic_header(lua_State *L, int o, int hi) {
+  size_t idn, secn;
+  lua_getfield(L, o, "client_id");
+  lua_getfield(L, o, "client_secret");
+  const char *id = lua_tolstring(L, -2, &idn), *secret = lua_tolstring(L, -1, &secn);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  pc_form_encode(&b, id, idn);
+  luaL_addchar(&b, ':');
+  pc_form_encode(&b, secret, secn);
+  luaL_pushresult(&b);
+  size_t n;
+  const unsigned char *raw = (const unsigned char *)lua_tolstring(L, -1, &n);
+  luaL_Buffer h;
+  char *out = luaL_buffinitsize(L, &h, 4 * ((n + 2) / 3) + 1);
+  luaL_pushresultsize(&h, pc_base64(raw, n, out, 0));
+  lua_pushvalue(L, -1);
+  lua_setfield(L, o, "basic_credential");
+  lua_pushfstring(L, "Basic %s", lua_tostring(L, -1));
+  lua_setfield(L, hi, "Authorization");
+  lua_pop(L, 4);
+}
+
+static int is_basic(lua_State *L, int o) {
+  int basic = lua_getfield(L, o, "client_auth") == LUA_TSTRING && strcmp(lua_tostring(L, -1), "basic") == 0;
+  lua_pop(L, 1);
+  return basic;
+}
+
 /* Pushes the token request's form body for the client's grant. With a certificate, a fresh client
- * assertion replaces the secret; with client_auth = "basic", the secret goes in the Authorization
- * header (added to the headers table at index hi) instead of the body. Returns 0 (nothing pushed)
- * when the assertion cannot be signed. */
-static int push_form(lua_State *L, int ci, int o, int hi, const char *scope, int refresh) {
+ * assertion replaces the secret; with client_auth = "basic" the secret is in the Authorization
+ * header, not here. Returns 0 (nothing pushed) when the assertion cannot be signed. */
+static int push_form(lua_State *L, int ci, int o, const char *scope, int refresh) {
   pc_client *c = lua_touserdata(L, ci);
   /* the strings stay pinned by the options table; a luaL_Buffer needs the stack to itself */
-  const char *v[7];
-  static const char *const keys[] = {"client_id", "client_secret", "refresh_token", "audience", "grant",
-                                     "token_url", "client_auth"};
-  for (int i = 0; i < 7; i++) {
+  const char *v[6];
+  static const char *const keys[] = {"client_id", "client_secret", "refresh_token", "audience", "grant", "token_url"};
+  for (int i = 0; i < 6; i++) {
     lua_getfield(L, o, keys[i]);
     v[i] = lua_tostring(L, -1);
     lua_pop(L, 1);
   }
-  int basic = v[6] && strcmp(v[6], "basic") == 0;
-  int assertion = c->cert.key != NULL;
-  if (assertion) {
-    char jti[37];
-    if (!pc_uuid(jti)) return 0;
-    const char *id = jti;
-    /* an injected jti generator, like the clock: tests replay an assertion id with it */
-    if (lua_getfield(L, o, "jti") == LUA_TFUNCTION) {
-      lua_call(L, 0, 1);
-      id = lua_tostring(L, -1);
-      if (id == NULL) luaL_error(L, "partnercustomers: the jti function must return a string");
-    }
-    int signed_ok = pc_cert_assertion(L, &c->cert, v[0], v[5], pc_clock(L, ci), id);
-    if (signed_ok) lua_remove(L, -2); /* the jti (or nil) under the assertion */
-    else lua_pop(L, 1);
-    if (!signed_ok) return 0;
-    lua_setfield(L, o, "assertion"); /* pinned (and redacted) until the next one */
-    lua_getfield(L, o, "assertion");
-    v[1] = lua_tostring(L, -1); /* the assertion replaces the secret below */
-    lua_pop(L, 1);
-  }
-  if (basic) { /* RFC 6749 2.3.1: id and secret form-encoded, joined by ':', then base64 */
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    add_encoded(&b, v[0]);
-    luaL_addchar(&b, ':');
-    add_encoded(&b, v[1]);
-    luaL_pushresult(&b);
-    size_t n;
-    const unsigned char *raw = (const unsigned char *)lua_tolstring(L, -1, &n);
-    luaL_Buffer h;
-    char *out = luaL_buffinitsize(L, &h, 6 + 4 * ((n + 2) / 3) + 1);
-    memcpy(out, "Basic ", 6);
-    luaL_pushresultsize(&h, 6 + pc_base64(raw, n, out + 6, 0));
-    lua_setfield(L, hi, "Authorization");
-    lua_pop(L, 1);
-  }
+  int basic = is_basic(L, o), assertion = c->cert.key != NULL;
+  if (assertion && (v[1] = fresh_assertion(L, ci, o, v[0], v[5])) == NULL) return 0;
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   add_form(&b, "grant_type", v[4]);
@@ -211,6 +255,20 @@ static int push_form(lua_State *L, int ci, int o, int hi, const char *scope, int
   /* Entra's v1 endpoint names the audience `resource`; OAuth 2.0 and Entra v2 say `scope` */
   add_form(&b, v[3] && strcmp(v[3], "resource") == 0 ? "resource" : "scope", scope);
   luaL_pushresult(&b);
+  return 1;
+}
+
+/* The token request's body builder, called by the engine before each attempt (upvalues: the
+ * client, the scope, whether it is a refresh grant): each attempt gets a body built anew. */
+static int build_token_body(lua_State *L) {
+  lua_settop(L, 0);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_getiuservalue(L, 1, PC_UV_OPTS);
+  if (!push_form(L, 1, 2, lua_tostring(L, lua_upvalueindex(2)), lua_toboolean(L, lua_upvalueindex(3)))) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "cannot sign the client assertion");
+    return 2;
+  }
   return 1;
 }
 
@@ -233,6 +291,53 @@ static void rotate_refresh_token(lua_State *L, int o, int d) {
     lua_pop(L, 2);
 }
 
+/* Pushes the token request for the client's grant: a POST whose body is rebuilt for each
+ * attempt. A refresh token is redeemed by the server when it answers: the grant is retried only
+ * when the request never reached the server, or the server said so (429, 503). */
+static void push_token_request(lua_State *L, int ci, int o, const char *scope, int refresh) {
+  lua_createtable(L, 0, 6);
+  lua_getfield(L, o, "token_url");
+  lua_setfield(L, -2, "url");
+  pc_set_str(L, "method", "POST");
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, "sensitive");
+  pc_set_str(L, "retry", refresh ? "unsent" : "idempotent");
+  lua_createtable(L, 0, 3);
+  pc_set_str(L, "Content-Type", "application/x-www-form-urlencoded");
+  pc_set_str(L, "Accept", "application/json");
+  if (is_basic(L, o)) set_basic_header(L, o, lua_gettop(L));
+  lua_setfield(L, -2, "headers");
+  lua_pushvalue(L, ci);
+  lua_pushstring(L, scope);
+  lua_pushboolean(L, refresh);
+  lua_pushcclosure(L, build_token_body, 3);
+  lua_setfield(L, -2, "body");
+}
+
+/* The token endpoint's failure (error at the top) as the caller sees it: a refusal (400, 401,
+ * 403) is an auth error, with or without an OAuth error body. */
+static void token_refused(lua_State *L) {
+  lua_getfield(L, -1, "status");
+  lua_Integer st = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  if (st != 400 && st != 401 && st != 403) return;
+  pc_set_str(L, "kind", "auth");
+  int has_code = lua_getfield(L, -1, "code") != LUA_TNIL;
+  lua_pop(L, 1);
+  if (!has_code) {
+    lua_pushfstring(L, "the token endpoint refused the request (HTTP %d)", (int)st);
+    lua_setfield(L, -2, "message");
+  }
+}
+
+/* An error about the token endpoint's answer (kind, message), with its URL; pushed. */
+static void token_answer_error(lua_State *L, int o, pc_kind kind, const char *message) {
+  pc_push_error(L, kind, message);
+  lua_getfield(L, o, "token_url");
+  lua_setfield(L, -2, "url");
+  pc_set_str(L, "method", "POST");
+}
+
 static int fetch_oauth(lua_State *L, int ci, const char *scope) {
   int top = lua_gettop(L);
   lua_getiuservalue(L, ci, PC_UV_OPTS);
@@ -242,67 +347,40 @@ static int fetch_oauth(lua_State *L, int ci, const char *scope) {
   lua_pop(L, 1);
 
   lua_createtable(L, 1, 0); /* reqs */
-  lua_createtable(L, 0, 5); /* the token request */
-  lua_getfield(L, o, "token_url");
-  lua_setfield(L, -2, "url");
-  lua_pushliteral(L, "POST");
-  lua_setfield(L, -2, "method");
-  lua_pushboolean(L, 1);
-  lua_setfield(L, -2, "sensitive");
-  lua_createtable(L, 0, 3);
-  lua_pushliteral(L, "application/x-www-form-urlencoded");
-  lua_setfield(L, -2, "Content-Type");
-  lua_pushliteral(L, "application/json");
-  lua_setfield(L, -2, "Accept");
-  if (!push_form(L, ci, o, lua_gettop(L), scope, refresh)) {
-    pc_push_error(L, PC_E_AUTH, "cannot sign the client assertion");
-    lua_replace(L, top + 1);
-    lua_settop(L, top + 1);
-    return 0;
-  }
-  lua_setfield(L, -3, "body");
-  lua_setfield(L, -2, "headers");
+  push_token_request(L, ci, o, scope, refresh);
   lua_rawseti(L, -2, 1);
-
   pc_run(L, ci, -1);
   lua_rawgeti(L, -1, 1);
   lua_rawgeti(L, -1, 1); /* the response, or nil */
   if (lua_isnil(L, -1)) {
     lua_rawgeti(L, -2, 2);
-    /* a token endpoint that answers 400/401 refused the credentials: never retried, always auth */
-    lua_getfield(L, -1, "status");
-    lua_Integer st = lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    if (st == 400 || st == 401 || st == 403) {
-      pc_set_str(L, "kind", "auth");
-      lua_getfield(L, -1, "code");
-      if (lua_isnil(L, -1)) pc_set_str(L, "message", "the token endpoint refused the request");
-      lua_pop(L, 1);
-    }
+    token_refused(L);
     lua_replace(L, top + 1);
     lua_settop(L, top + 1);
     return 0;
   }
   lua_getfield(L, -1, "data");
   int d = lua_gettop(L);
-  if (!lua_istable(L, d) || lua_getfield(L, d, "access_token") != LUA_TSTRING || lua_rawlen(L, -1) == 0) {
-    pc_push_error(L, PC_E_PROTOCOL, "the token endpoint answered without an access_token");
-    lua_getfield(L, o, "token_url");
-    lua_setfield(L, -2, "url");
-    pc_set_str(L, "method", "POST");
-    lua_replace(L, top + 1);
-    lua_settop(L, top + 1);
-    return 0;
+  const char *why = NULL;
+  if (!lua_istable(L, d) || lua_getfield(L, d, "access_token") != LUA_TSTRING || lua_rawlen(L, -1) == 0)
+    token_answer_error(L, o, PC_E_PROTOCOL, "the token endpoint answered without an access_token");
+  else if ((why = token_problem(L, -1)) != NULL) {
+    lua_pushfstring(L, "the token endpoint sent an access token that %s", why);
+    token_answer_error(L, o, PC_E_AUTH, lua_tostring(L, -1));
+  } else {
+    int tok = lua_gettop(L);
+    rotate_refresh_token(L, o, d);
+    lua_getfield(L, d, "expires_in");
+    double exp = expires_in_at(L, -1);
+    lua_pop(L, 1);
+    lua_pushvalue(L, tok);
+    cache(L, ci, scope, exp, refresh ? "refresh_token" : "client_credentials");
+    lua_settop(L, top);
+    return 1;
   }
-  int tok = lua_gettop(L);
-  rotate_refresh_token(L, o, d);
-  lua_getfield(L, d, "expires_in");
-  double exp = expires_in_at(L, -1);
-  lua_pop(L, 1);
-  lua_pushvalue(L, tok);
-  cache(L, ci, scope, exp, refresh ? "refresh_token" : "client_credentials");
-  lua_settop(L, top);
-  return 1;
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
+  return 0;
 }
 
 int pc_token_fetch(lua_State *L, int ci, const char *scope) {

@@ -5,7 +5,8 @@
  * error unwinding through here leaks nothing; libcurl callbacks only append to those buffers and
  * never call Lua. Lua hooks (clock, sleep, on_event) run between libcurl calls, never inside them. */
 #include <arpa/inet.h>
-#include <ctype.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,11 +18,22 @@ static const char *const method_names[] = {"GET", "POST", "PUT", "DELETE", NULL}
 
 typedef enum { R_WAITING, R_RUNNING, R_DONE } pc_rstate;
 
+/* How a request may be retried (per request, decided by whoever builds it):
+ * IDEMPOTENT: after a connection failure, a timeout before the request was sent, 408/429/5xx;
+ * UNSENT: only when the request cannot have reached the server (no connection made) or the server
+ *   asked for it (429, 503) -- a refresh grant, which the server redeems when it reads it;
+ * NEVER: one attempt. */
+typedef enum { RETRY_IDEMPOTENT, RETRY_UNSENT, RETRY_NEVER } pc_retry;
+static const char *const retry_names[] = {"idempotent", "unsent", "never", NULL};
+
 /* Per-request state of a batch; lives in a userdata on the Lua stack (no pointers to free). */
 typedef struct {
   int method;
   int decode;
   int sensitive; /* a credential exchange: its bodies never go into errors or responses */
+  int loopback;  /* http(s) to a loopback host: never through a proxy */
+  int body_fn;   /* the body is built anew for each attempt by a function */
+  pc_retry retry;
   const char *url, *body, *scope; /* strings pinned by the batch's private table */
   size_t bodylen;
   int attempts; /* every attempt made */
@@ -53,7 +65,10 @@ static size_t header_cb(char *p, size_t size, size_t nmemb, void *ud) {
   size_t n = size * nmemb;
   /* a new status line starts a new response (1xx, a proxy's CONNECT answer): keep the last */
   if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) x->rhdrs.len = 0;
-  if (x->rhdrs.len + n > 256 * 1024) return 0; /* absurd header block */
+  if (x->rhdrs.len + n > PC_HEADERS_MAX) { /* absurd header block */
+    x->headers_over = 1;
+    return 0;
+  }
   if (!pc_buf_append(&x->rhdrs, p, n)) {
     x->oom = 1;
     return 0;
@@ -77,7 +92,7 @@ void pc_xfer_release(pc_client *c, pc_xfer *x) {
 
 /* ---- request validation (misuse raises, before anything starts) ---- */
 
-static int is_loopback(const char *host) {
+int pc_host_is_loopback(const char *host) {
   unsigned char a[16];
   if (strcasecmp(host, "localhost") == 0) return 1;
   if (strcmp(host, "[::1]") == 0 || strcmp(host, "::1") == 0) return 1;
@@ -114,7 +129,7 @@ const char *pc_url_problem(const char *url, char *host, size_t hostlen) {
     if (strcasecmp(scheme, "https") == 0)
       why = NULL;
     else if (strcasecmp(scheme, "http") == 0)
-      why = is_loopback(h) ? NULL : "uses plain http:// to a host that is not loopback (use https://)";
+      why = pc_host_is_loopback(h) ? NULL : "uses plain http:// to a host that is not loopback (use https://)";
     else
       why = "must use https:// (or http:// to a loopback host)";
   }
@@ -128,8 +143,17 @@ static int valid_header_name(const char *s, size_t n) {
   if (n == 0) return 0;
   for (size_t i = 0; i < n; i++) {
     unsigned char ch = (unsigned char)s[i];
-    if (!(isalnum(ch) || strchr("!#$%&'*+-.^_`|~", ch))) return 0;
+    int alnum = (ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z');
+    if (!(alnum || (ch && strchr("!#$%&'*+-.^_`|~", ch)))) return 0;
   }
+  return 1;
+}
+
+/* A header value may hold no CR, LF or NUL: they would end the header, inject others or smuggle
+ * a request. The one check, used for the caller's headers and for bearer tokens alike. */
+static int valid_header_value(const char *v, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0') return 0;
   return 1;
 }
 
@@ -140,12 +164,14 @@ static int str_field(lua_State *L, int t, const char *k, int required) {
   return 1;
 }
 
-/* Validates request table at index t and builds its private table (pushed): the strings the
- * engine points at, and header lines "Name: value". */
-static void parse_request(lua_State *L, int ci, int t, pc_req *r) {
-  static const char *const fields[] = {"method", "url", "headers", "body", "scope", "decode", "sensitive", NULL};
-  t = lua_absindex(L, t);
-  if (!lua_istable(L, t)) luaL_error(L, "partnercustomers: a request must be a table");
+static int name_index(const char *s, const char *const names[]) {
+  for (int i = 0; names[i]; i++)
+    if (strcmp(names[i], s) == 0) return i;
+  return -1;
+}
+
+static void check_field_names(lua_State *L, int t) {
+  static const char *const fields[] = {"method", "url", "headers", "body", "scope", "decode", "sensitive", "retry", NULL};
   lua_pushnil(L);
   while (lua_next(L, t)) {
     lua_pop(L, 1);
@@ -155,53 +181,12 @@ static void parse_request(lua_State *L, int ci, int t, pc_req *r) {
     for (int i = 0; fields[i]; i++) known |= strcmp(fields[i], k) == 0;
     if (!known) luaL_error(L, "partnercustomers: unknown request field '%s'", k);
   }
-  memset(r, 0, sizeof *r);
-  lua_createtable(L, 0, 5);
-  int p = lua_gettop(L);
+}
 
-  r->method = M_GET;
-  if (str_field(L, t, "method", 0)) {
-    const char *m = lua_tostring(L, -1);
-    r->method = -1;
-    for (int i = 0; method_names[i]; i++)
-      if (strcmp(method_names[i], m) == 0) r->method = i;
-    if (r->method < 0) luaL_error(L, "partnercustomers: unsupported method '%s'", m);
-  }
-  lua_pop(L, 1);
-
-  str_field(L, t, "url", 1);
-  char host[256];
-  const char *why = pc_url_problem(lua_tostring(L, -1), host, sizeof host);
-  if (why) {
-    pc_push_safe_url(L, lua_tostring(L, -1));
-    luaL_error(L, "partnercustomers: URL %s %s", lua_tostring(L, -1), why);
-  }
-  r->url = lua_tostring(L, -1);
-  lua_setfield(L, p, "url");
-
-  if (str_field(L, t, "body", 0)) {
-    r->body = lua_tolstring(L, -1, &r->bodylen);
-    lua_setfield(L, p, "body");
-  } else
-    lua_pop(L, 1);
-
-  if (str_field(L, t, "scope", 0)) {
-    r->scope = lua_tostring(L, -1);
-    if (!pc_has_credentials(L, ci))
-      luaL_error(L, "partnercustomers: a request with a scope needs credentials on the client");
-    lua_setfield(L, p, "scope");
-  } else
-    lua_pop(L, 1);
-
-  lua_getfield(L, t, "decode");
-  r->decode = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
-  lua_getfield(L, t, "sensitive");
-  r->sensitive = lua_toboolean(L, -1);
-  lua_pop(L, 2);
-
-  /* header lines; values with CR or LF would let a caller inject headers */
+/* The request's headers (field of t), checked, as a list of {name, value} in private table p. */
+static void parse_headers(lua_State *L, int t, int p) {
   lua_newtable(L);
-  int lines = lua_gettop(L), nl = 0;
+  int list = lua_gettop(L), n = 0;
   int ty = lua_getfield(L, t, "headers");
   if (ty != LUA_TNIL) {
     if (ty != LUA_TTABLE) luaL_error(L, "partnercustomers: request field 'headers' must be a table");
@@ -212,28 +197,94 @@ static void parse_request(lua_State *L, int ci, int t, pc_req *r) {
         luaL_error(L, "partnercustomers: headers must map names to string values");
       const char *k = lua_tolstring(L, -2, &kn), *v = lua_tolstring(L, -1, &vn);
       if (!valid_header_name(k, kn)) luaL_error(L, "partnercustomers: invalid header name");
-      if (strpbrk(v, "\r\n") || strlen(v) != vn)
+      if (!valid_header_value(v, vn))
         luaL_error(L, "partnercustomers: header '%s' has a value with CR, LF or NUL", k);
-      if (strcasecmp(k, "ms-requestid") == 0) {
+      if (strcasecmp(k, "ms-requestid") == 0 || strcasecmp(k, "ms-correlationid") == 0) {
         lua_pushvalue(L, -1);
-        lua_setfield(L, p, "request_id");
-      } else if (strcasecmp(k, "ms-correlationid") == 0) {
-        lua_pushvalue(L, -1);
-        lua_setfield(L, p, "correlation_id");
+        lua_setfield(L, p, strcasecmp(k, "ms-requestid") == 0 ? "request_id" : "correlation_id");
       }
-      lua_pushfstring(L, "%s: %s", k, v);
-      lua_rawseti(L, lines, ++nl);
-      lua_pop(L, 1);
+      lua_pushvalue(L, -2);
+      lua_rawseti(L, list, ++n);
+      lua_rawseti(L, list, ++n);
     }
   }
   lua_pop(L, 1);
-  lua_setfield(L, p, "lines");
+  lua_setfield(L, p, "headers");
+}
+
+/* method, url, body (a string, or a function that builds it for each attempt) and retry. */
+static void parse_target(lua_State *L, int t, int p, pc_req *r) {
+  r->method = M_GET;
+  if (str_field(L, t, "method", 0)) {
+    r->method = name_index(lua_tostring(L, -1), method_names);
+    if (r->method < 0) luaL_error(L, "partnercustomers: unsupported method '%s'", lua_tostring(L, -1));
+  }
+  lua_pop(L, 1);
+  str_field(L, t, "url", 1);
+  char host[256];
+  const char *why = pc_url_problem(lua_tostring(L, -1), host, sizeof host);
+  if (why) {
+    pc_push_safe_url(L, lua_tostring(L, -1));
+    luaL_error(L, "partnercustomers: URL %s %s", lua_tostring(L, -1), why);
+  }
+  r->loopback = pc_host_is_loopback(host);
+  r->url = lua_tostring(L, -1);
+  lua_setfield(L, p, "url");
+  int ty = lua_getfield(L, t, "body");
+  if (ty == LUA_TFUNCTION) {
+    r->body_fn = 1;
+    lua_setfield(L, p, "body_fn");
+  } else if (ty == LUA_TSTRING) {
+    r->body = lua_tolstring(L, -1, &r->bodylen);
+    lua_setfield(L, p, "body");
+  } else if (ty != LUA_TNIL)
+    luaL_error(L, "partnercustomers: request field 'body' must be a string or a function");
+  else
+    lua_pop(L, 1);
+  if (r->method == M_GET && ty != LUA_TNIL) luaL_error(L, "partnercustomers: a GET request cannot have a body");
+  r->retry = RETRY_IDEMPOTENT;
+  if (str_field(L, t, "retry", 0)) {
+    int i = name_index(lua_tostring(L, -1), retry_names);
+    if (i < 0) luaL_error(L, "partnercustomers: request field 'retry' must be \"idempotent\", \"unsent\" or \"never\"");
+    r->retry = (pc_retry)i;
+  }
+  lua_pop(L, 1);
+}
+
+/* Validates request table at index t and builds its private table (pushed): the strings the
+ * engine points at, and the header list. Misuse raises, before anything starts. */
+static void parse_request(lua_State *L, int ci, int t, pc_req *r) {
+  t = lua_absindex(L, t);
+  if (!lua_istable(L, t)) luaL_error(L, "partnercustomers: a request must be a table");
+  check_field_names(L, t);
+  memset(r, 0, sizeof *r);
+  lua_createtable(L, 0, 5);
+  int p = lua_gettop(L);
+  parse_target(L, t, p, r);
+  if (str_field(L, t, "scope", 0)) {
+    r->scope = lua_tostring(L, -1);
+    if (!pc_has_credentials(L, ci))
+      luaL_error(L, "partnercustomers: a request with a scope needs credentials on the client");
+    lua_setfield(L, p, "scope");
+  } else
+    lua_pop(L, 1);
+  lua_getfield(L, t, "decode");
+  r->decode = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+  lua_getfield(L, t, "sensitive");
+  r->sensitive = lua_toboolean(L, -1);
+  lua_pop(L, 2);
+  parse_headers(L, t, p);
 }
 
 /* ---- starting an attempt ---- */
 
-static int add_header(pc_xfer *x, const char *line) {
-  struct curl_slist *n = curl_slist_append(x->hdrs, line);
+/* The one place header lines are built: "name: value", or 0 when the value cannot be a header
+ * value or memory runs out (nothing added). */
+static int add_header(lua_State *L, pc_xfer *x, const char *name, const char *v, size_t vn) {
+  if (!valid_header_value(v, vn)) return 0;
+  lua_pushfstring(L, "%s: %s", name, v);
+  struct curl_slist *n = curl_slist_append(x->hdrs, lua_tostring(L, -1));
+  lua_pop(L, 1);
   if (n == NULL) return 0;
   x->hdrs = n;
   return 1;
@@ -249,41 +300,68 @@ static const char *opt_string(lua_State *L, int ci, const char *k) {
   return NULL;
 }
 
-/* Prepares x for request k (private table at index pi) and adds it to the multi handle.
- * Returns NULL, or a message on failure (nothing added). */
-static const char *start_attempt(lua_State *L, int ci, pc_client *c, pc_req *r, int k, int pi, pc_xfer *x) {
-  int top = lua_gettop(L);
-  if (x->easy == NULL) {
-    x->easy = curl_easy_init();
-    if (x->easy == NULL) return "curl_easy_init failed";
-  } else
-    curl_easy_reset(x->easy); /* keeps live connections and the caches */
+/* Builds x's header list for request r (private table at pi). Returns NULL, or why not with
+ * *kind set: a bearer token a header cannot carry is an auth error. */
+static const char *build_headers(lua_State *L, int ci, pc_req *r, int pi, pc_xfer *x, pc_kind *kind) {
+  int top = lua_gettop(L), ok = 1;
+  *kind = PC_E_NETWORK;
   curl_slist_free_all(x->hdrs);
   x->hdrs = NULL;
-  x->body.len = x->rhdrs.len = 0;
-  x->over_limit = x->oom = 0;
-  x->errbuf[0] = '\0';
-  x->max_bytes = c->max_response_bytes;
-
-  int ok = 1;
-  lua_getfield(L, pi, "lines");
-  for (lua_Integer i = 1; ok && lua_rawgeti(L, -1, i) == LUA_TSTRING; i++) {
-    ok = add_header(x, lua_tostring(L, -1));
-    lua_pop(L, 1);
+  lua_getfield(L, pi, "headers");
+  for (lua_Integer i = 1; ok && lua_rawgeti(L, top + 1, i) == LUA_TSTRING; i += 2) {
+    size_t vn;
+    lua_rawgeti(L, top + 1, i + 1);
+    const char *v = lua_tolstring(L, -1, &vn);
+    ok = add_header(L, x, lua_tostring(L, -2), v, vn);
+    lua_pop(L, 2);
   }
   lua_settop(L, top);
-  if (ok && r->scope) {
+  if (!ok) return "out of memory building headers";
+  if (r->scope) {
     pc_token_push(L, ci, r->scope);
-    if (lua_isstring(L, -1)) {
-      lua_pushfstring(L, "Authorization: Bearer %s", lua_tostring(L, -1));
-      ok = add_header(x, lua_tostring(L, -1));
+    size_t n;
+    const char *tok = lua_tolstring(L, -1, &n);
+    if (tok && !valid_header_value(tok, n)) {
+      lua_settop(L, top);
+      *kind = PC_E_AUTH;
+      return "the bearer token contains CR, LF or NUL, which a header cannot carry";
+    }
+    if (tok) {
+      lua_pushfstring(L, "Bearer %s", tok);
+      ok = add_header(L, x, "Authorization", lua_tostring(L, -1), lua_rawlen(L, -1));
     }
     lua_settop(L, top);
   }
   /* no 100-continue round trip for small POST bodies */
-  if (ok && r->body) ok = add_header(x, "Expect:");
-  if (!ok) return "out of memory building headers";
+  if (ok && r->method != M_GET) ok = add_header(L, x, "Expect", "", 0);
+  return ok ? NULL : "out of memory building headers";
+}
 
+/* For a body built per attempt: calls the builder (the caller's code, or the token request's)
+ * and pins what it returns. Returns NULL, or why there is no body (an auth error). */
+static const char *build_body(lua_State *L, pc_req *r, int pi) {
+  if (!r->body_fn) return NULL;
+  lua_getfield(L, pi, "body_fn");
+  lua_call(L, 0, 2);
+  if (lua_type(L, -2) != LUA_TSTRING) {
+    lua_pop(L, 2);
+    return "cannot build the request body (the client assertion could not be signed)";
+  }
+  lua_pop(L, 1);
+  r->body = lua_tolstring(L, -1, &r->bodylen);
+  lua_setfield(L, pi, "body"); /* pinned until the next attempt replaces it */
+  return NULL;
+}
+
+/* ca_file adds trust anchors to the system's (CURLOPT_CAINFO would replace the default bundle on
+ * builds without a CA path); for HTTPS proxies as well. Runs inside libcurl: no Lua. */
+static CURLcode add_ca_file(CURL *e, void *ssl_ctx, void *ud) {
+  (void)e;
+  X509_STORE *store = SSL_CTX_get_cert_store((SSL_CTX *)ssl_ctx);
+  return X509_STORE_load_locations(store, (const char *)ud, NULL) == 1 ? CURLE_OK : CURLE_SSL_CACERT_BADFILE;
+}
+
+static void set_transport(lua_State *L, int ci, pc_client *c, pc_req *r, pc_xfer *x) {
   CURL *e = x->easy;
   curl_easy_setopt(e, CURLOPT_URL, r->url);
   curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
@@ -307,11 +385,17 @@ static const char *start_attempt(lua_State *L, int ci, pc_client *c, pc_req *r, 
   curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(e, CURLOPT_SHARE, c->share);
+  int top = lua_gettop(L);
   if (opt_string(L, ci, "ua")) curl_easy_setopt(e, CURLOPT_USERAGENT, lua_tostring(L, -1));
-  if (opt_string(L, ci, "ca_file")) curl_easy_setopt(e, CURLOPT_CAINFO, lua_tostring(L, -1));
-  if (opt_string(L, ci, "proxy")) curl_easy_setopt(e, CURLOPT_PROXY, lua_tostring(L, -1));
+  if (opt_string(L, ci, "ca_file")) { /* pinned by the options table for the client's life */
+    curl_easy_setopt(e, CURLOPT_SSL_CTX_FUNCTION, add_ca_file);
+    curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, (void *)lua_tostring(L, -1));
+  }
+  /* loopback never goes through a proxy, whatever the options or the environment say:
+   * plain http:// would carry the credentials to the proxy in clear text */
+  if (r->loopback) curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+  else if (opt_string(L, ci, "proxy")) curl_easy_setopt(e, CURLOPT_PROXY, lua_tostring(L, -1));
   lua_settop(L, top); /* libcurl copied the strings */
-
   switch (r->method) {
   case M_GET: curl_easy_setopt(e, CURLOPT_HTTPGET, 1L); break;
   case M_POST: curl_easy_setopt(e, CURLOPT_POST, 1L); break;
@@ -321,7 +405,27 @@ static const char *start_attempt(lua_State *L, int ci, pc_client *c, pc_req *r, 
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body ? r->body : "");
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(r->body ? r->bodylen : 0));
   }
-  if (curl_multi_add_handle(c->multi, e) != CURLM_OK) return "curl_multi_add_handle failed";
+}
+
+/* Prepares x for request k (private table at index pi) and adds it to the multi handle.
+ * Returns NULL, or a message with *kind on failure (nothing added). */
+static const char *start_attempt(lua_State *L, int ci, pc_client *c, pc_req *r, int k, int pi, pc_xfer *x,
+                                 pc_kind *kind) {
+  if (x->easy == NULL) {
+    x->easy = curl_easy_init();
+    if (x->easy == NULL) return "curl_easy_init failed";
+  } else
+    curl_easy_reset(x->easy); /* keeps live connections and the caches */
+  pc_buf_reset(&x->body, PC_BUF_KEEP);
+  pc_buf_reset(&x->rhdrs, PC_BUF_KEEP);
+  x->over_limit = x->oom = x->headers_over = 0;
+  x->errbuf[0] = '\0';
+  x->max_bytes = c->max_response_bytes;
+  const char *why = build_headers(L, ci, r, pi, x, kind);
+  if (why == NULL && (why = build_body(L, r, pi)) != NULL) *kind = PC_E_AUTH;
+  if (why) return why;
+  set_transport(L, ci, c, r, x);
+  if (curl_multi_add_handle(c->multi, x->easy) != CURLM_OK) return "curl_multi_add_handle failed";
   x->added = 1;
   x->req = k;
   r->state = R_RUNNING;
@@ -366,22 +470,27 @@ typedef struct {
   int retryable;
 } pc_class;
 
-static pc_class classify_curl(CURLcode rc, pc_xfer *x) {
+/* What a failed transfer means, and whether request r may be tried again. Whether the request
+ * was sent decides it, not whether a connection was made: a reused keep-alive connection reports
+ * no connect time, yet the server got the request. */
+static pc_class classify_curl(CURLcode rc, pc_xfer *x, const pc_req *r) {
   pc_class k = {PC_E_NETWORK, 0};
+  long sent = 0;
+  curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &sent);
+  int idempotent = r->retry == RETRY_IDEMPOTENT, maybe = r->retry != RETRY_NEVER;
   switch (rc) {
-  case CURLE_OPERATION_TIMEDOUT: {
-    /* a timeout before any connection is a connection failure; one after it is final,
-     * or a hung server would cost (max_retries + 1) * timeout */
-    curl_off_t connected = 0;
-    curl_easy_getinfo(x->easy, CURLINFO_CONNECT_TIME_T, &connected);
+  case CURLE_OPERATION_TIMEDOUT:
+    /* after the request went out, a retry would cost another whole timeout, and a server
+     * may have acted on it */
     k.kind = PC_E_TIMEOUT;
-    k.retryable = connected == 0;
+    k.retryable = maybe && sent == 0;
     break;
-  }
   case CURLE_COULDNT_RESOLVE_HOST: case CURLE_COULDNT_RESOLVE_PROXY: case CURLE_COULDNT_CONNECT:
+    k.retryable = maybe; /* never reached the server */
+    break;
   case CURLE_SEND_ERROR: case CURLE_RECV_ERROR: case CURLE_GOT_NOTHING: case CURLE_PARTIAL_FILE:
   case CURLE_HTTP2: case CURLE_HTTP2_STREAM:
-    k.retryable = 1;
+    k.retryable = idempotent; /* a dropped exchange: the server may have read the request */
     break;
   case CURLE_SSL_CONNECT_ERROR: case CURLE_PEER_FAILED_VERIFICATION: case CURLE_SSL_CERTPROBLEM:
   case CURLE_SSL_CIPHER: case CURLE_SSL_CACERT_BADFILE: case CURLE_SSL_ISSUER_ERROR:
@@ -390,22 +499,20 @@ static pc_class classify_curl(CURLcode rc, pc_xfer *x) {
   case CURLE_USE_SSL_FAILED: case CURLE_SSL_SHUTDOWN_FAILED:
     k.kind = PC_E_TLS;
     break;
-  case CURLE_FILESIZE_EXCEEDED:
-    k.kind = PC_E_LIMIT;
-    break;
-  case CURLE_WRITE_ERROR:
-    if (x->over_limit) k.kind = PC_E_LIMIT;
-    break;
-  case CURLE_BAD_CONTENT_ENCODING:
-    k.kind = PC_E_DECODE;
-    break;
-  default:
-    break;
+  case CURLE_FILESIZE_EXCEEDED: k.kind = PC_E_LIMIT; break;
+  case CURLE_WRITE_ERROR: if (x->over_limit || x->headers_over) k.kind = PC_E_LIMIT; break;
+  /* libcurl's own size limits (a header line over 100 KiB, a URL or header it cannot hold) */
+  case CURLE_OUT_OF_MEMORY: if (!x->oom) k.kind = PC_E_LIMIT; break;
+  case CURLE_BAD_CONTENT_ENCODING: k.kind = PC_E_DECODE; break;
+  case CURLE_UNSUPPORTED_PROTOCOL: case CURLE_WEIRD_SERVER_REPLY: k.kind = PC_E_PROTOCOL; break;
+  default: break;
   }
   return k;
 }
 
-static int retryable_status(long s) {
+static int retryable_status(const pc_req *r, long s) {
+  if (r->retry == RETRY_NEVER) return 0;
+  if (r->retry == RETRY_UNSENT) return s == 429 || s == 503; /* the server says it did not act */
   return s == 408 || s == 429 || s == 500 || s == 502 || s == 503 || s == 504;
 }
 
@@ -469,17 +576,11 @@ static void schedule(pc_batch *b, int k, double now, double wait) {
   b->rq[k].state = R_WAITING;
 }
 
-/* Decides what request k's finished attempt on x means: done, or another attempt later. */
-static void complete(pc_batch *b, int k, pc_xfer *x, CURLcode rc) {
+static void emit_request(pc_batch *b, int k, pc_xfer *x, CURLcode rc, long status) {
   lua_State *L = b->L;
-  pc_client *c = b->c;
   pc_req *r = &b->rq[k];
-  long status = 0;
   double elapsed = 0;
-  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
   curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &elapsed);
-  double now = pc_clock(L, b->ci);
-
   lua_createtable(L, 0, 7);
   pc_set_str(L, "type", "request");
   pc_set_str(L, "method", method_names[r->method]);
@@ -490,63 +591,128 @@ static void complete(pc_batch *b, int k, pc_xfer *x, CURLcode rc) {
   pc_set_num(L, "elapsed", elapsed);
   if (rc != CURLE_OK) pc_set_str(L, "error", curl_easy_strerror(rc));
   pc_emit(L, b->ci);
+}
 
-  if (rc != CURLE_OK) {
-    pc_class k2 = classify_curl(rc, x);
-    const char *why = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
-    if (x->oom) why = "out of memory", k2.retryable = 0;
-    if (k2.retryable && r->retries < c->max_retries) {
-      double wait = backoff(c, L, b->ci, ++r->retries);
-      emit_retry(b, k, wait, curl_easy_strerror(rc), 0);
-      schedule(b, k, now, wait);
-      return;
-    }
-    if (k2.kind == PC_E_LIMIT)
-      lua_pushfstring(L, "response larger than max_response_bytes (%I)", (LUAI_UACINT)c->max_response_bytes);
-    else
-      lua_pushstring(L, why);
-    pc_push_error(L, k2.kind, lua_tostring(L, -1));
-    lua_remove(L, -2);
-    pc_set_str(L, "curl_code", curl_easy_strerror(rc));
-    decorate_error(b, k, 0);
-    finish(b, k, 0);
+/* A transfer that failed below HTTP: retried, or finished with a typed error. */
+static void failed_transfer(pc_batch *b, int k, pc_xfer *x, CURLcode rc, double now) {
+  lua_State *L = b->L;
+  pc_client *c = b->c;
+  pc_req *r = &b->rq[k];
+  pc_class cl = classify_curl(rc, x, r);
+  if (x->oom) cl.kind = PC_E_NETWORK, cl.retryable = 0;
+  if (cl.retryable && r->retries < c->max_retries) {
+    double wait = backoff(c, L, b->ci, ++r->retries);
+    emit_retry(b, k, wait, curl_easy_strerror(rc), 0);
+    schedule(b, k, now, wait);
     return;
   }
+  if (x->headers_over)
+    lua_pushfstring(L, "response headers larger than %d KiB", PC_HEADERS_MAX / 1024);
+  else if (cl.kind == PC_E_LIMIT && (x->over_limit || rc == CURLE_FILESIZE_EXCEEDED))
+    lua_pushfstring(L, "response larger than max_response_bytes (%I)", (LUAI_UACINT)c->max_response_bytes);
+  else if (x->oom)
+    lua_pushliteral(L, "out of memory");
+  else
+    lua_pushstring(L, x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+  pc_push_error(L, cl.kind, lua_tostring(L, -1));
+  lua_remove(L, -2);
+  pc_set_str(L, "curl_code", curl_easy_strerror(rc));
+  decorate_error(b, k, 0);
+  finish(b, k, 0);
+}
 
+/* A 2xx answer: the response, or a decode error. Headers table at hi (replaced by the result). */
+static void succeeded(pc_batch *b, int k, pc_xfer *x, long status, int hi) {
+  lua_State *L = b->L;
+  pc_req *r = &b->rq[k];
+  lua_createtable(L, 0, 6);
+  pc_set_int(L, "status", status);
+  lua_pushvalue(L, hi);
+  lua_setfield(L, -2, "headers");
+  pc_set_int(L, "attempts", r->attempts);
+  lua_pushstring(L, r->url);
+  lua_setfield(L, -2, "url");
+  int ok = 1;
+  if (r->decode && x->body.len > 0) {
+    if (!pc_json_decode(L, x->body.p, x->body.len)) {
+      lua_pushfstring(L, "response is not valid JSON (%s)", lua_tostring(L, -1));
+      pc_push_error(L, PC_E_DECODE, lua_tostring(L, -1));
+      pc_set_int(L, "status", status);
+      decorate_error(b, k, hi);
+      ok = 0;
+    } else
+      lua_setfield(L, -2, "data");
+  }
+  if (ok && !r->sensitive) {
+    lua_pushlstring(L, x->body.p ? x->body.p : "", x->body.len);
+    lua_setfield(L, -2, "body");
+  }
+  lua_replace(L, hi);
+  lua_settop(L, hi);
+  finish(b, k, ok);
+}
+
+/* Pushes the message of an HTTP error; ra is the Retry-After asked for (or -1). */
+static void push_http_message(lua_State *L, pc_client *c, long status, double ra) {
+  if (ra > c->retry_after_cap)
+    lua_pushfstring(L, "HTTP %d: the server asked to wait %f s, more than retry_after_cap (%f s)", (int)status,
+                    (lua_Number)fmin(ra, 1e15), (lua_Number)c->retry_after_cap);
+  else
+    lua_pushfstring(L, "HTTP %d", (int)status);
+}
+
+/* A non-2xx answer that will not be retried: a typed error with what the body says. */
+static void http_error(pc_batch *b, int k, pc_xfer *x, long status, double ra, int hi) {
+  lua_State *L = b->L;
+  pc_client *c = b->c;
+  int over_cap = ra > c->retry_after_cap && retryable_status(&b->rq[k], status);
+  pc_kind kind = PC_E_HTTP;
+  if (status == 401 || status == 403) kind = PC_E_AUTH;
+  else if (status == 429) kind = PC_E_THROTTLED;
+  push_http_message(L, c, status, over_cap ? ra : -1);
+  pc_push_error(L, kind, lua_tostring(L, -1));
+  lua_remove(L, -2);
+  pc_set_int(L, "status", status);
+  if (ra >= 0) pc_set_num(L, "retry_after", ra);
+  if (x->body.len > 0 && pc_json_decode(L, x->body.p, x->body.len)) {
+    if (lua_istable(L, -1)) pc_error_fields_from_body(L);
+    lua_pop(L, 1);
+  } else if (x->body.len > 0)
+    lua_pop(L, 1); /* not JSON: the message stays "HTTP n" */
+  if (over_cap) { /* our explanation beats the server's text */
+    push_http_message(L, c, status, ra);
+    lua_setfield(L, -2, "message");
+  }
+  if (!b->rq[k].sensitive && x->body.len > 0) {
+    lua_pushlstring(L, x->body.p, x->body.len < PC_ERRBODY_MAX ? x->body.len : PC_ERRBODY_MAX);
+    pc_redact_top(L, b->ci);
+    lua_setfield(L, -2, "body");
+  }
+  decorate_error(b, k, hi);
+  lua_replace(L, hi);
+  lua_settop(L, hi);
+  finish(b, k, 0);
+}
+
+/* Decides what request k's finished attempt on x means: done, or another attempt later. */
+static void complete(pc_batch *b, int k, pc_xfer *x, CURLcode rc) {
+  lua_State *L = b->L;
+  pc_client *c = b->c;
+  pc_req *r = &b->rq[k];
+  long status = 0;
+  curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+  double now = pc_clock(L, b->ci);
+  emit_request(b, k, x, rc, status);
+  if (rc != CURLE_OK) {
+    failed_transfer(b, k, x, rc, now);
+    return;
+  }
   pc_push_headers(L, x->rhdrs.p, x->rhdrs.len);
   int hi = lua_gettop(L);
   if (status >= 200 && status < 300) {
-    lua_createtable(L, 0, 6);
-    pc_set_int(L, "status", status);
-    lua_pushvalue(L, hi);
-    lua_setfield(L, -2, "headers");
-    pc_set_int(L, "attempts", r->attempts);
-    lua_pushstring(L, r->url);
-    lua_setfield(L, -2, "url");
-    if (r->decode && x->body.len > 0) {
-      if (!pc_json_decode(L, x->body.p, x->body.len)) {
-        lua_pushfstring(L, "response is not valid JSON (%s)", lua_tostring(L, -1));
-        pc_push_error(L, PC_E_DECODE, lua_tostring(L, -1));
-        pc_set_int(L, "status", status);
-        decorate_error(b, k, hi);
-        lua_replace(L, hi);
-        lua_settop(L, hi);
-        finish(b, k, 0);
-        return;
-      }
-      lua_setfield(L, -2, "data");
-    }
-    if (!r->sensitive) {
-      lua_pushlstring(L, x->body.p ? x->body.p : "", x->body.len);
-      lua_setfield(L, -2, "body");
-    }
-    lua_replace(L, hi);
-    finish(b, k, 1);
+    succeeded(b, k, x, status, hi);
     return;
   }
-
-  char reason[64];
-  snprintf(reason, sizeof reason, "HTTP %ld", status);
   if (status == 401 && r->scope && !r->renewed && pc_token_renewable(L, b->ci)) {
     /* the token may have been revoked or expired early: a new one, once */
     r->renewed = 1;
@@ -559,46 +725,16 @@ static void complete(pc_batch *b, int k, pc_xfer *x, CURLcode rc) {
   lua_getfield(L, hi, "retry-after");
   double ra = pc_retry_after_parse(lua_tostring(L, -1), now);
   lua_pop(L, 1);
-  int over_cap = ra > c->retry_after_cap;
-  if (retryable_status(status) && !over_cap && r->retries < c->max_retries) {
+  if (retryable_status(r, status) && !(ra > c->retry_after_cap) && r->retries < c->max_retries) {
+    char reason[64];
+    snprintf(reason, sizeof reason, "HTTP %ld", status);
     double wait = fmax(backoff(c, L, b->ci, ++r->retries), ra);
     emit_retry(b, k, wait, reason, status);
     schedule(b, k, now, wait);
     lua_settop(L, hi - 1);
     return;
   }
-
-  pc_kind kind = PC_E_HTTP;
-  if (status == 401 || status == 403) kind = PC_E_AUTH;
-  else if (status == 429) kind = PC_E_THROTTLED;
-  if (over_cap && retryable_status(status)) {
-    lua_pushfstring(L, "HTTP %d: the server asked to wait %d s, more than retry_after_cap (%d s)",
-                    (int)status, (int)ra, (int)c->retry_after_cap);
-  } else
-    lua_pushstring(L, reason);
-  pc_push_error(L, kind, lua_tostring(L, -1));
-  lua_remove(L, -2);
-  pc_set_int(L, "status", status);
-  if (ra >= 0) pc_set_num(L, "retry_after", ra);
-  if (x->body.len > 0 && pc_json_decode(L, x->body.p, x->body.len)) {
-    if (lua_istable(L, -1)) pc_error_fields_from_body(L);
-    lua_pop(L, 1);
-  } else if (x->body.len > 0)
-    lua_pop(L, 1); /* not JSON: the message stays "HTTP n" */
-  if (over_cap && retryable_status(status)) { /* our explanation beats the server's text */
-    lua_pushfstring(L, "HTTP %d: the server asked to wait %d s, more than retry_after_cap (%d s)",
-                    (int)status, (int)ra, (int)c->retry_after_cap);
-    lua_setfield(L, -2, "message");
-  }
-  if (!r->sensitive && x->body.len > 0) {
-    lua_pushlstring(L, x->body.p, x->body.len < PC_ERRBODY_MAX ? x->body.len : PC_ERRBODY_MAX);
-    pc_redact_top(L, b->ci);
-    lua_setfield(L, -2, "body");
-  }
-  decorate_error(b, k, hi);
-  lua_replace(L, hi);
-  lua_settop(L, hi);
-  finish(b, k, 0);
+  http_error(b, k, x, status, ra, hi);
 }
 
 /* ---- the loop ---- */
@@ -645,10 +781,11 @@ static void start_due(pc_batch *b) {
       return;
     }
     push_pi(b, k);
-    const char *fail = start_attempt(L, b->ci, b->c, r, k, lua_gettop(L), x);
+    pc_kind kind = PC_E_NETWORK;
+    const char *fail = start_attempt(L, b->ci, b->c, r, k, lua_gettop(L), x, &kind);
     lua_pop(L, 1);
     if (fail) {
-      pc_push_error(L, PC_E_NETWORK, fail);
+      pc_push_error(L, kind, fail);
       decorate_error(b, k, 0);
       finish(b, k, 0);
       continue;

@@ -19,6 +19,8 @@
 #define PC_ERROR_MT "partnercustomers.error"
 #define PC_MAX_PARALLEL 64
 #define PC_ERRBODY_MAX 2048
+#define PC_HEADERS_MAX (256 * 1024) /* one response's header block */
+#define PC_BUF_KEEP (1024 * 1024)   /* a transfer buffer grown past this is given back after use */
 
 /* Error kinds: one table keeps the names in one place (see API.md). */
 #define PC_ERROR_KINDS(X) \
@@ -70,6 +72,7 @@ typedef struct {
   size_t max_bytes;
   int over_limit;          /* the write callback refused more bytes */
   int oom;                 /* an allocation failed inside a callback */
+  int headers_over;        /* the header block passed PC_HEADERS_MAX */
   int added;               /* currently added to the multi handle */
   int req;                 /* index of the batch request using it, or -1 */
   char errbuf[CURL_ERROR_SIZE];
@@ -143,6 +146,7 @@ int pc_l_batch(lua_State *L);
 void pc_run(lua_State *L, int ci, int ri);
 void pc_xfer_release(pc_client *c, pc_xfer *x);
 /* NULL when url may be requested (https, or http to loopback), else the reason it may not. */
+int pc_host_is_loopback(const char *host);
 const char *pc_url_problem(const char *url, char *host, size_t hostlen);
 
 /* auth.c (called only while no transfer is running, so a token request may use the engine) */

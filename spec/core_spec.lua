@@ -526,36 +526,56 @@ describe("partnercustomers.core", function()
   end)
 
   describe("proxy", function()
-    -- the sandbox answers absolute-form requests, so it serves as a forward proxy peer: its log
-    -- shows the full target URL only when the request came through it
-    local target = "http://127.0.0.5:7/_sandbox/customers"
-    local function proxied()
-      for _, e in ipairs(sb:log()) do
-        if e.path == target then return true end
+    local proxy_peer = require "spec.helpers.proxy_peer"
+    local peer
+    before_each(function() peer = proxy_peer.start() end)
+    after_each(function() peer:stop() end)
+
+    local function connected_to(host)
+      for _, l in ipairs(peer:lines()) do
+        if l:find("CONNECT " .. host, 1, true) == 1 then return true end
       end
       return false
     end
 
-    it("sends requests through the proxy option", function()
-      local c <close> = core.new { proxy = sb.url, max_retries = 0 }
-      local _, err = c:request { url = target }
-      assert.equal(404, err.status) -- the sandbox has no such route, but it got the request
-      assert.is_true(proxied())
-      local dead <close> = core.new { proxy = "http://127.0.0.1:1", max_retries = 0 }
-      local res
-      res, err = dead:request { url = sb.url .. "/_sandbox/customers" }
+    it("sends https requests through the proxy option", function()
+      local c <close> = core.new { proxy = peer.url, max_retries = 0, connect_timeout = 2 }
+      local res, err = c:request { url = "https://partner.invalid/customers" }
       assert.is_nil(res)
-      assert.equal("network", err.kind)
+      assert.is_true(core.is_error(err))
+      assert.is_true(connected_to("partner.invalid:443"), "the proxy saw no CONNECT")
     end)
 
-    it("honours libcurl's http_proxy variable without the option", function()
+    it("honours libcurl's https_proxy variable without the option", function()
+      local script = "local c = require('partnercustomers.core').new { max_retries = 0, connect_timeout = 2 }; " ..
+        "local _, e = c:request { url = 'https://partner.invalid/x' }; io.write(tostring(e and e.kind))"
+      local p = assert(io.popen(("env https_proxy=%s no_proxy= lua5.4 -e %q"):format(peer.url, script)))
+      local out = p:read("a")
+      p:close()
+      assert.is_true(out ~= "nil" and out ~= "")
+      assert.is_true(connected_to("partner.invalid:443"))
+    end)
+
+    it("never sends a loopback request through a proxy, from the option or the environment", function()
+      local c <close> = core.new { proxy = peer.url, max_retries = 0 }
+      local _, err = c:request { url = sb.url .. "/_sandbox/nothing-here" }
+      assert.equal(404, err.status) -- answered by the sandbox itself
       local script = ("local c = require('partnercustomers.core').new { max_retries = 0 }; " ..
-        "local _, e = c:request { url = %q }; io.write(tostring(e and e.status))"):format(target)
-      local p = assert(io.popen(("env http_proxy=%s no_proxy= lua5.4 -e %q"):format(sb.url, script)))
+        "local _, e = c:request { url = %q }; io.write(tostring(e and e.status))"):format(sb.url .. "/_sandbox/none")
+      local env = ("env http_proxy=%s HTTP_PROXY=%s ALL_PROXY=%s all_proxy=%s no_proxy= NO_PROXY="):format(
+        peer.url, peer.url, peer.url, peer.url)
+      local p = assert(io.popen(("%s lua5.4 -e %q"):format(env, script)))
       local out = p:read("a")
       p:close()
       assert.equal("404", out)
-      assert.is_true(proxied())
+      assert.same({}, peer:lines())
+    end)
+
+    it("reports a dead proxy as a network error", function()
+      local dead <close> = core.new { proxy = "http://127.0.0.1:1", max_retries = 0 }
+      local res, err = dead:request { url = "https://partner.invalid/x" }
+      assert.is_nil(res)
+      assert.equal("network", err.kind)
     end)
   end)
 
