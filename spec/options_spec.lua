@@ -118,7 +118,21 @@ describe("pc.avepoint options", function()
 
     it("say why http is refused", function()
       raises(function() pc.avepoint(with { base_url = "http://example.com" }) end,
-             "plain http is allowed only to a loopback host")
+             "uses plain http:// to a host that is not loopback")
+    end)
+
+    it("follow the core's one loopback rule, so an accepted URL is never refused on use", function()
+      local core = require "partnercustomers.core"
+      -- libcurl reads 127.1 as 127.0.0.1, and 127.0.0.08 as a host name
+      pc.avepoint(with { base_url = "http://127.1:9", token_url = "http://127.1:9/t" }):close()
+      raises(function() pc.avepoint(with { base_url = "http://127.0.0.08" }) end,
+             "option 'base_url' must be", "not loopback")
+      for _, url in ipairs { "http://127.1", "http://127.0.0.08", "http://0x7f.1", "http://2130706433",
+                             "http://[::ffff:127.0.0.1]", "http://localhost.",
+                             "http://[0:0:0:0:0:0:0:1]", "http://127.0.0.1 ", "https://h/a b" } do
+        local ok = pcall(pc.avepoint, with { base_url = url })
+        assert.equal(core.url_problem(url) == nil, ok, url)
+      end
     end)
   end)
 

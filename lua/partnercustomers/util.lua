@@ -148,30 +148,28 @@ function M.parse_url(s)
   return { scheme = scheme, host = host:lower(), port = port, path = rest }
 end
 
-function M.is_loopback(host)
-  if host == "localhost" or host == "[::1]" or host == "[0:0:0:0:0:0:0:1]" then return true end
-  local a, b, c, d = host:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-  if a ~= "127" then return false end
-  for _, octet in ipairs { b, c, d } do
-    if tonumber(octet) > 255 then return false end
-  end
-  return true
-end
-
--- Checker for a base or token URL: https, or http to a loopback host; no query or fragment.
--- Returns the URL without a trailing slash.
+-- Checker for a base or token URL: what the core may request (core.url_problem: https, or http to
+-- a loopback host as libcurl reads it; the one rule, so that an accepted URL never fails on use),
+-- that this layer can split (parse_url), without a query or fragment. Returns the URL without a
+-- trailing slash.
 function M.url(v)
-  local u, why = M.parse_url(v)
-  if u then
-    if u.path:find("[?#]") then
+  local why
+  if type(v) ~= "string" or v == "" then
+    why = "not a string"
+  elseif v:find("[%s%c]") then
+    why = "it holds spaces or control characters"
+  else
+    why = require("partnercustomers.core").url_problem(v)
+    local u, perr = M.parse_url(v)
+    if not why and not u then
+      why = perr
+    elseif not why and u.path:find("[?#]") then
       why = "a query or fragment is not allowed"
-    elseif u.scheme == "http" and not M.is_loopback(u.host) then
-      why = "plain http is allowed only to a loopback host"
-    else
+    elseif not why then
       return (v:gsub("/+$", ""))
     end
   end
-  return nil, "an https:// URL (or http:// to 127.0.0.1, ::1 or localhost): " .. why
+  return nil, "an https:// URL (or http:// to a loopback host): " .. why
 end
 
 -- The origin of a parsed URL, for same-host checks.
