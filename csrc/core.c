@@ -3,6 +3,7 @@
  * then acquire the libcurl handles and store them at once; one idempotent release serves
  * close, __gc and __close. */
 #include <errno.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -98,12 +99,12 @@ static void release(pc_client *c) {
 
 static int l_gc(lua_State *L) {
   pc_client *c = luaL_checkudata(L, 1, PC_CLIENT_MT);
-  /* __close can run while the engine is on the stack (a to-be-closed variable in a hook):
-   * the client is released later, by close or by the collector */
-  if (!c->busy) release(c);
+  if (!c->busy) release(c); /* a running client is on the stack, so never collected while busy */
   return 0;
 }
 
+/* close() and __close: a client running a request (a close from one of its hooks, or a
+ * to-be-closed variable ending in one) is refused and left as it was. */
 static int l_close(lua_State *L) {
   pc_client *c = luaL_checkudata(L, 1, PC_CLIENT_MT);
   if (c->busy) return luaL_error(L, "partnercustomers: cannot close a client while it runs a request");
@@ -327,6 +328,11 @@ static int l_new(lua_State *L) {
     }
     lua_pop(L, 1);
   }
+  if (lua_getfield(L, o, "access_token") == LUA_TSTRING && strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
+    luaL_error(L, "partnercustomers: option 'access_token' contains NUL");
+  if (lua_type(L, -1) == LUA_TSTRING && strpbrk(lua_tostring(L, -1), "\r\n"))
+    luaL_error(L, "partnercustomers: option 'access_token' contains CR or LF");
+  lua_pop(L, 1);
   if (credentials > 1)
     luaL_error(L, "partnercustomers: give only one of 'access_token', 'token', 'client_credentials' and 'refresh_token'");
   if (lua_getfield(L, o, "token_url") == LUA_TSTRING) {
@@ -460,7 +466,7 @@ static const luaL_Reg client_methods[] = {
 };
 
 static const luaL_Reg client_meta[] = {
-  {"__gc", l_gc}, {"__close", l_gc}, {"__tostring", l_tostring}, {NULL, NULL},
+  {"__gc", l_gc}, {"__close", l_close}, {"__tostring", l_tostring}, {NULL, NULL},
 };
 
 static const luaL_Reg funcs[] = {
@@ -468,13 +474,14 @@ static const luaL_Reg funcs[] = {
   {"now", l_now}, {"url_problem", l_url_problem}, {"sleep", l_sleep}, {"uuid", l_uuid}, {NULL, NULL},
 };
 
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc = CURLE_FAILED_INIT;
+static void curl_init_once(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
 __attribute__((visibility("default"))) int luaopen_partnercustomers_core(lua_State *L) {
-  static int curl_ready = 0;
-  if (!curl_ready) {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-      return luaL_error(L, "partnercustomers: curl_global_init failed");
-    curl_ready = 1;
-  }
+  /* once per process, whichever Lua state on whichever thread loads the module first */
+  pthread_once(&curl_once, curl_init_once);
+  if (curl_init_rc != CURLE_OK) return luaL_error(L, "partnercustomers: curl_global_init failed");
   pc_error_open(L);
   pc_json_open(L);
   luaL_newmetatable(L, PC_CLIENT_MT);
