@@ -1,5 +1,6 @@
 -- Misuse of pc.avepoint and of its methods: every bad option raises at the caller's line with a
--- message naming the option; the caller's tables are never modified. No network is used.
+-- message naming the option; the caller's tables are never modified; output is the same in any locale.
+-- No network is used.
 local pc = require "partnercustomers"
 
 local HERE = "options_spec%.lua:%d+: "
@@ -277,6 +278,64 @@ describe("avepoint methods", function()
       other = a
     end
     raises(function() other:customers() end, "closed")
+  end)
+end)
+
+-- A locale whose decimal point is a comma, generated for this run (no root needed: localedef
+-- writes it under a directory of ours, which LOCPATH names for the child Lua). Needs Debian's
+-- `locales` package (the de_DE source); localedef itself is in libc-bin.
+describe("output under a locale with a decimal comma", function()
+  local helpers = require "spec.helpers.util"
+  local dir
+
+  setup(function()
+    dir = os.tmpname()
+    os.remove(dir)
+    helpers.sh("mkdir -m 700 " .. helpers.shell_quote(dir) .. " && localedef -i de_DE -f UTF-8 "
+               .. helpers.shell_quote(dir .. "/de_DE.UTF-8"))
+  end)
+  teardown(function() os.execute("rm -rf " .. helpers.shell_quote(dir)) end)
+
+  -- Runs `code` in a child lua5.4 under de_DE.UTF-8 (asserting that it has a decimal comma) and
+  -- returns what it printed.
+  local function under_comma_locale(code)
+    local script = 'assert(os.setlocale("de_DE.UTF-8"), "no de_DE.UTF-8") '
+      .. 'assert(("%.1f"):format(1.5) == "1,5", "not a comma locale") ' .. code
+    local path = "./lua/?.lua;./lua/?/init.lua;" .. (os.getenv("LUA_PATH") or "") .. ";;"
+    local cmd = "cd " .. helpers.shell_quote(helpers.ROOT) .. " && LOCPATH=" .. helpers.shell_quote(dir)
+      .. " LUA_PATH=" .. helpers.shell_quote(path) .. " " .. (os.getenv("LUA") or "lua5.4") .. " -e " .. helpers.shell_quote(script) .. " 2>&1"
+    local p = assert(io.popen(cmd, "r"))
+    local out = p:read("a")
+    assert(p:close(), out)
+    return out
+  end
+
+  it("util.json_encode writes numbers with a dot", function()
+    local out = under_comma_locale [[
+      local util = require "partnercustomers.util"
+      print(util.json_encode { 1.5, 0.1, -2.5e-7, 1e300, 3, 2^53 + 0.0, 1 / 3, { x = 12.25 } })
+    ]]
+    assert.equal('[1.5,0.1,-2.5e-07,1e+300,3,9007199254740992,0.33333333333333331,{"x":12.25}]\n', out)
+  end)
+
+  it("the csv and json formats write a float field with a dot", function()
+    local out = under_comma_locale [[
+      local format = require "partnercustomers.format"
+      local parts = {}
+      local out = { write = function(self, ...)
+        for _, s in ipairs { ... } do parts[#parts + 1] = s end
+        return self
+      end }
+      for _, name in ipairs { "csv", "json" } do
+        local w = format.writer(name, out)
+        assert(w:add { id = "c1", organization = "O", jobStatus = 7.5, tenants = {} })
+        assert(w:finish())
+      end
+      io.write(table.concat(parts))
+    ]]
+    assert.matches("c1,O,,7.5,", out, 1, true)
+    assert.matches('"jobStatus":7.5', out, 1, true)
+    assert.not_matches("7,5", out, 1, true)
   end)
 end)
 

@@ -29,6 +29,7 @@ local MODES = { [0] = "Customer", "Partner", "To configure" }
 
 local function text(v)
   if v == nil then return "" end
+  if math.type(v) == "float" then return util.dot_decimal(tostring(v)) end -- whatever the locale
   return tostring(v)
 end
 

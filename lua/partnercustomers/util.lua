@@ -189,6 +189,13 @@ local function quote(s)
   end) .. '"'
 end
 
+-- A number that string.format or tostring wrote, with the decimal point made ".": both follow the
+-- C locale, whose decimal point is "," (or several bytes) in many. What replaces it is never a
+-- digit, a sign or a letter (e, inf, nan), and %g writes no grouping. JSON and CSV want a dot.
+function M.dot_decimal(s)
+  return (s:gsub("[^0-9a-zA-Z+%-]+", "."))
+end
+
 -- Keys listed in `first` come first, in that order; the rest sorted, so output is stable.
 local function sorted_keys(t, first)
   local keys, listed = {}, {}
@@ -226,8 +233,8 @@ local function encode(v, out, first, depth)
     if v ~= v or v == math.huge or v == -math.huge then
       out[#out + 1] = "null"
     else
-      local s = ("%.14g"):format(v)
-      if tonumber(s) ~= v then s = ("%.17g"):format(v) end
+      local s = M.dot_decimal(("%.14g"):format(v))
+      if tonumber(s) ~= v then s = M.dot_decimal(("%.17g"):format(v)) end
       out[#out + 1] = s
     end
   elseif t == "boolean" then
