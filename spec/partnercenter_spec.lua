@@ -596,6 +596,27 @@ describe("pc.partnercenter against the sandbox", function()
       end
     end)
 
+    it("v1 is inferred from a token_url ending in /oauth2/token", function()
+      local mpc <close> = client { token_url = sb.pc_token_url_v1 .. "/" } -- no token_endpoint
+      assert(mpc:organization(ok_ids[1]))
+      local toks = token_requests(sb:log())
+      assert.equal(1, #toks)
+      assert.equal("/" .. sb.pc_tenant .. "/oauth2/token", toks[1].path)
+      local form = form_of(toks[1].body)
+      assert.equal(RESOURCE, form.resource)
+      assert.is_nil(form.scope)
+      -- the refresh-token grant too; and a v2 URL keeps the scope
+      sb:clear_log()
+      local user <close> = client { token_url = sb.pc_token_url_v1, client_secret = false,
+                                    refresh_token = sb:refresh_token() }
+      assert(user:organization(ok_ids[1]))
+      assert.equal(RESOURCE, form_of(token_requests(sb:log())[1].body).resource)
+      sb:clear_log()
+      local v2 <close> = client { token_url = sb.pc_token_url_v2 }
+      assert(v2:organization(ok_ids[1]))
+      assert.equal(SCOPE_V2, form_of(token_requests(sb:log())[1].body).scope)
+    end)
+
     it("a form the endpoint does not take is refused as auth, tried once", function()
       local mpc <close> = client { token_endpoint = "v1" } -- the v2 URL with a resource
       local org, err = mpc:organization(ok_ids[1])

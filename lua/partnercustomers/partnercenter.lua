@@ -148,12 +148,21 @@ local function check_credentials(o, level)
   end
 end
 
+-- The token form a token_url names when token_endpoint is not given: Entra v1 (".../oauth2/token",
+-- which takes a resource and refuses a v2 scope) or v2 (anything else). util.url has taken the
+-- trailing slash off; a path is compared case-insensitively, as Entra does.
+local function token_form_of(token_url)
+  local path = token_url and util.parse_url(token_url).path:lower()
+  if path and path:sub(-#TOKEN_FORMS.v1.path) == TOKEN_FORMS.v1.path then return "v1" end
+  return "v2"
+end
+
 local function new(opts)
   local o = util.options(opts, OPTIONS, "pc.partnercenter", 2)
   check_credentials(o, 2)
 
   local cloud = CLOUDS[o.cloud or "global"]
-  local form = TOKEN_FORMS[o.token_endpoint or "v2"]
+  local form = TOKEN_FORMS[o.token_endpoint or token_form_of(o.token_url)]
   local copts = util.core_options(o)
   if o.client_id then
     if not o.token_url and not o.tenant then
