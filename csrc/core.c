@@ -420,6 +420,9 @@ static int run(lua_State *L, int single) {
     if (x->added) curl_multi_remove_handle(c->multi, x->easy);
     x->added = 0;
     x->req = -1;
+    /* an idle client keeps no large answer: the buffers are invisible to Lua's collector */
+    pc_buf_reset(&x->body, PC_BUF_KEEP);
+    pc_buf_reset(&x->rhdrs, PC_BUF_KEEP);
   }
   if (st != LUA_OK) return lua_error(L);
   if (!single) return 1;

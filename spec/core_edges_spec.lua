@@ -130,4 +130,25 @@ describe("partnercustomers.core at the edges", function()
     c:close()
     assert.matches("closed", tostring(c))
   end)
+  it("gives back the buffers of large answers, so that an idle client holds none of them", function()
+    -- in a child with a fixed mmap threshold, so that freed buffers leave the resident set at once
+    local script = ([[
+      local core = require "partnercustomers.core"
+      local c = core.new { access_token = %q, max_parallel = 8 }
+      local reqs = {}
+      for i = 1, 8 do reqs[i] = { url = %q, scope = %q, decode = false } end
+      for _, r in ipairs(c:batch(reqs)) do assert(r[1] and #r[1].body > 4e6, r[2] and tostring(r[2])) end
+      reqs = nil
+      collectgarbage(); collectgarbage()
+      local kb = io.open("/proc/self/status"):read("a"):match("VmRSS:%%s*(%%d+)")
+      io.write(kb)
+    ]]):format(sb:token(SCOPE), url(), SCOPE)
+    sb:faults { { type = "large", bytes = 5 * 1024 * 1024, path = "^/partner/customers$", times = 8 } }
+    local p = assert(io.popen(("env -u LD_PRELOAD MALLOC_MMAP_THRESHOLD_=131072 lua5.4 -e %q"):format(script)))
+    local kb = tonumber(p:read("a"))
+    p:close()
+    assert.is_number(kb)
+    -- eight 5 MiB answers kept in 8 MiB buffers would be 64 MiB on their own
+    assert.is_true(kb < 40 * 1024, ("resident set after the batch: %d KiB"):format(kb))
+  end)
 end)
