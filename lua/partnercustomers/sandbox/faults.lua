@@ -21,9 +21,11 @@ local types = {
   gzip_bomb = {keys = {bytes = "size"}, defaults = {bytes = 50 * MiB}},
   repeat_page = {keys = {}},
   wrong_total = {keys = {total = "count"}, required = "total"},
-  next_link = {keys = {link = "string"}, required = "link"},
+  next_link = {keys = {link = "string", pad = "size"}, required = "link"},
+  stuck_next_link = {keys = {}},
   expire_token = {keys = {}},
-  pc_next = {keys = {uri = "string"}, required = "uri"},
+  pc_next = {keys = {uri = "string", pad = "size"}, required = "uri"},
+  pc_stuck = {keys = {}},
 }
 
 -- Types that only make sense on some endpoints only match those, so that a rule without a
@@ -32,8 +34,10 @@ local endpoints_of = {
   repeat_page = {v3 = true},
   wrong_total = {v3 = true},
   next_link = {odata = true},
+  stuck_next_link = {odata = true},
   expire_token = {v3 = true, odata = true, pc_list = true, pc_org = true},
   pc_next = {pc_list = true},
+  pc_stuck = {pc_list = true},
 }
 
 local common_keys = {type = true, path = true, method = true, times = true, after = true}
@@ -227,6 +231,11 @@ function faults.truncate(body)
     return '{"value":['
   end
   return body:sub(1, #body // 2)
+end
+
+-- A fault's link with `pad` bytes of "a" added (a link longer than any command line can carry).
+function faults.padded(link, pad)
+  return link .. ("a"):rep(pad or 0)
 end
 
 local gzip_cache = {}

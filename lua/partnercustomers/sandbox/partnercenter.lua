@@ -8,6 +8,7 @@
 local basexx = require "basexx"
 local json = require "partnercustomers.sandbox.json"
 local data = require "partnercustomers.sandbox.data"
+local faults = require "partnercustomers.sandbox.faults"
 
 local partnercenter = {}
 
@@ -319,16 +320,18 @@ function PartnerCenter:organization(req, rule, id)
   return reply(200, json.array{tenant.organization})
 end
 
--- The continuation token: base64 of "pc-continuation:<this sandbox's nonce>:<offset>". Retries
--- may send one again; a token of another sandbox run or a made-up one is refused.
-function PartnerCenter:continuation_token(offset)
-  return basexx.to_base64("pc-continuation:" .. self.nonce .. ":" .. offset)
+-- The continuation token: base64 of "pc-continuation:<this sandbox's nonce>:<offset>", or with
+-- ":<serial>" added (a fresh token for the same offset, made by the pc_stuck fault). Retries may
+-- send one again; a token of another sandbox run or a made-up one is refused.
+function PartnerCenter:continuation_token(offset, serial)
+  return basexx.to_base64("pc-continuation:" .. self.nonce .. ":" .. offset .. (serial and ":" .. serial or ""))
 end
 
 function PartnerCenter:offset_of(token)
   if #token > 200 then return nil end
   local text = basexx.from_base64(token) or ""
   local nonce, offset = text:match("^pc%-continuation:(%x+):(%d+)$")
+  if not nonce then nonce, offset = text:match("^pc%-continuation:(%x+):(%d+):%d+$") end
   offset = offset and #offset <= 9 and math.tointeger(tonumber(offset))
   if nonce == self.nonce and offset and offset <= #self.tenants then return offset end
   return nil
@@ -372,13 +375,18 @@ function PartnerCenter:customers(req, rule)
   local uri = LIST_PATH .. "?size=" .. size
   local links = {self = {uri = uri, method = "GET", headers = json.array()}}
   local next_offset = offset + size < #self.tenants and offset + size
+  local serial
   if rule and rule.type == "pc_next" then
     -- on the last page the added link leads to this same page again
-    uri, next_offset = rule.uri, next_offset or offset
+    uri, next_offset = faults.padded(rule.uri, rule.pad), next_offset or offset
+  elseif rule and rule.type == "pc_stuck" then
+    -- this same page again, under a token never sent before
+    self.serial = (self.serial or 0) + 1
+    next_offset, serial = offset, self.serial
   end
   if next_offset then
     links.next = {uri = uri, method = "GET",
-                  headers = json.array{{key = CONTINUATION, value = self:continuation_token(next_offset)}}}
+                  headers = json.array{{key = CONTINUATION, value = self:continuation_token(next_offset, serial)}}}
   end
   return reply(200, {totalCount = #items, items = items, links = links,
                      attributes = {objectType = "Collection"}})

@@ -67,15 +67,18 @@ local function is_form(content_type)
     and content_type:lower():match("^%s*application/x%-www%-form%-urlencoded%s*[;]?") ~= nil
 end
 
--- The opaque $skiptoken of /partner/customers is the hex of "skip:<offset>".
-local function encode_skiptoken(offset)
-  return (("skip:" .. offset):gsub(".", function(c) return string.format("%02x", c:byte()) end))
+-- The opaque $skiptoken of /partner/customers is the hex of "skip:<offset>", or of
+-- "skip:<offset>:<serial>" (a fresh token for the same offset, made by the stuck_next_link fault).
+local function encode_skiptoken(offset, serial)
+  local text = "skip:" .. offset .. (serial and ":" .. serial or "")
+  return (text:gsub(".", function(c) return string.format("%02x", c:byte()) end))
 end
 
 local function decode_skiptoken(token, count)
   if #token > 40 or #token % 2 ~= 0 or not token:match("^%x+$") then return nil end
   local text = token:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
-  local offset = math.tointeger(tonumber(text:match("^skip:(%d+)$")))
+  local digits = text:match("^skip:(%d+)$") or text:match("^skip:(%d+):%d+$")
+  local offset = math.tointeger(tonumber(digits))
   if offset and offset <= count then return offset end
   return nil
 end
@@ -405,7 +408,11 @@ function Service:odata_customers(req, rule)
     body["@odata.nextLink"] = base .. "/partner/customers?$skiptoken=" .. encode_skiptoken(offset + size)
   end
   if rule and rule.type == "next_link" then
-    body["@odata.nextLink"] = rule.link
+    body["@odata.nextLink"] = faults.padded(rule.link, rule.pad)
+  elseif rule and rule.type == "stuck_next_link" then
+    -- this same page again, under a token never sent before
+    self.skip_serial = (self.skip_serial or 0) + 1
+    body["@odata.nextLink"] = base .. "/partner/customers?$skiptoken=" .. encode_skiptoken(offset, self.skip_serial)
   end
   return reply(200, body)
 end
