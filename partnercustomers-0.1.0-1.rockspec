@@ -46,6 +46,7 @@ build = {
     ["partnercustomers.cli"] = "lua/partnercustomers/cli.lua",
     ["partnercustomers.format"] = "lua/partnercustomers/format.lua",
     ["partnercustomers.job_status"] = "lua/partnercustomers/job_status.lua",
+    ["partnercustomers.pager"] = "lua/partnercustomers/pager.lua",
     ["partnercustomers.partnercenter"] = "lua/partnercustomers/partnercenter.lua",
     ["partnercustomers.report"] = "lua/partnercustomers/report.lua",
     ["partnercustomers.util"] = "lua/partnercustomers/util.lua",

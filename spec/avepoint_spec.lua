@@ -128,6 +128,56 @@ describe("pc.avepoint against the sandbox", function()
       assert.matches("repeats", err.message)
       assert.equal(1, #api_requests(sb:log()))
     end)
+
+    it("ends when fresh next links bring the same page again, as a protocol error", function()
+      sb:faults { { type = "stuck_next_link", times = -1 } }
+      local ave <close> = client()
+      local list, err = ave:customers()
+      assert.is_nil(list)
+      assert_error(err, "protocol")
+      assert.matches("no new customer", err.message)
+      assert.matches("^" .. sb.url:gsub("%p", "%%%0") .. "/partner/customers%?%$skiptoken=", err.url)
+      assert.equal(2, #api_requests(sb:log()))
+    end)
+
+    it("calls a next link that cannot be requested a protocol error, never misuse", function()
+      local base = sb.url .. "/partner/customers?$skiptoken="
+      local cases = {
+        { base .. "a b", "spaces or control characters" },
+        { base .. "a\tb", "spaces or control characters" },
+        { base .. "a\1b", "spaces or control characters" },
+        { base .. "a\0b", "spaces or control characters" },
+        { "http://user:pass@127.0.0.1:" .. sb.port .. "/partner/customers", "credentials" },
+        { "http://127.0.0.1:" .. sb.port .. "000/partner/customers", "not a valid absolute URL" },
+        { "ftp://127.0.0.1:" .. sb.port .. "/partner/customers", "https" },
+        { base, "longer than 65536 bytes", 65536 },
+        { base, "longer than 65536 bytes", 8 * 1024 * 1024 + 1 },
+      }
+      local ave <close> = client()
+      for _, case in ipairs(cases) do
+        local link, why, pad = table.unpack(case)
+        sb:faults { { type = "next_link", link = link, pad = pad } }
+        sb:clear_log()
+        local ok, list, err = pcall(ave.customers, ave)
+        assert.is_true(ok, tostring(list))
+        assert.is_nil(list)
+        assert_error(err, "protocol")
+        assert.matches("@odata.nextLink", err.message, 1, true)
+        assert.matches(why, err.message, 1, true)
+        assert.equal(sb.url .. "/partner/customers", err.url)
+        assert.equal(1, #api_requests(sb:log()))
+      end
+    end)
+
+    it("stops at max_pages with a limit error", function()
+      local ave <close> = client()
+      local list, err = ave:customers { max_pages = 2 }
+      assert.is_nil(list)
+      assert_error(err, "limit")
+      assert.matches("max_pages", err.message)
+      assert.equal(2, #api_requests(sb:log()))
+      assert.equal(COUNT, #assert(ave:customers { max_pages = 3 }))
+    end)
   end)
 
   describe("customer_page()", function()
@@ -362,6 +412,111 @@ describe("pc.avepoint against the sandbox", function()
       local ave <close> = client()
       local list = assert(ave:all_customers { page_size = 10 })
       assert.same({ table.unpack(ids_of(expected), 1, 12) }, ids_of(list))
+    end)
+
+    -- A page of the given customers (tables) as the v3 endpoint answers, for `status` rules.
+    local function v3_page(list, meta)
+      return { type = "status", status = 200, path = V3, times = 1,
+               body = cjson.encode { data = list, metadata = meta or { pageSize = #list } } }
+    end
+
+    it("ends pages of customers without a string id that repeat, as a protocol error", function()
+      local samples = {
+        { { organization = "A" }, { organization = "B" } },               -- no id
+        { { id = { 1 }, organization = "A" }, { id = { 2 } } },           -- an array as id
+        { { id = { x = "y" } }, { id = true } },                          -- an object, a boolean
+        { { id = "" , organization = "A" }, { id = "", organization = "B" } }, -- empty ids
+      }
+      for _, list in ipairs(samples) do
+        local rule = v3_page(list)
+        rule.times = -1
+        sb:faults { rule }
+        sb:clear_log()
+        local ave <close> = client()
+        local all, err = ave:all_customers { page_size = 2 }
+        assert.is_nil(all)
+        assert_error(err, "protocol")
+        assert.matches("page 2 brings no new customer", err.message)
+        assert.equal(2, #api_requests(sb:log()))
+        local n = 0
+        local ok, raised = pcall(function() for _ in ave:each_customer { page_size = 2 } do n = n + 1 end end)
+        assert.is_false(ok)
+        assert_error(raised, "protocol")
+        assert.equal(2, n)
+      end
+    end)
+
+    it("keeps customers without an id apart by their content; numeric ids count as ids", function()
+      sb:faults { v3_page { { organization = "A" }, { organization = "B" } },
+                  v3_page { { organization = "B" }, { organization = "C" } },
+                  v3_page { { id = 7 }, { id = "7" }, { id = 8.5 } },
+                  v3_page {} }
+      local ave <close> = client()
+      local list = assert(ave:all_customers { page_size = 2 })
+      local got = {}
+      for i, c in ipairs(list) do got[i] = c.organization or tostring(c.id) end
+      assert.same({ "A", "B", "C", "7", "8.5" }, got)
+    end)
+
+    it("fails a listing that runs past the pages totalCount allows", function()
+      -- every page brings one new customer and repeats one: 10 customers never arrive in 6 pages
+      local rules = {}
+      for i = 1, 8 do
+        rules[i] = v3_page({ expected[i], expected[i + 1] }, { pageSize = 2, totalCount = 10 })
+      end
+      sb:faults(rules)
+      local ave <close> = client()
+      local list, err = ave:all_customers { page_size = 2 }
+      assert.is_nil(list)
+      assert_error(err, "protocol")
+      assert.matches("totalCount", err.message)
+      assert.equal(6, #api_requests(sb:log())) -- ceil(10 / 2) + 1 pages, not one more
+    end)
+
+    it("catches pages that come back in a cycle longer than two, holding few pages", function()
+      local a, b, c = { expected[1], expected[2] }, { expected[3], expected[4] }, { expected[5], expected[6] }
+      local rules = {}
+      for i = 1, 30 do rules[i] = v3_page(({ a, b, c })[(i - 1) % 3 + 1]) end
+      sb:faults(rules)
+      local ave <close> = client()
+      local ok, err = pcall(function() for _ in ave:each_customer { page_size = 2 } do end end)
+      assert.is_false(ok)
+      assert_error(err, "protocol")
+      assert.matches("no new customer", err.message)
+      assert.truthy(#api_requests(sb:log()) <= 12)
+      -- all_customers holds every customer anyway: the first page seen again ends it
+      sb:faults(rules)
+      sb:clear_log()
+      local list
+      list, err = ave:all_customers { page_size = 2 }
+      assert.is_nil(list)
+      assert_error(err, "protocol")
+      assert.equal(4, #api_requests(sb:log()))
+    end)
+
+    it("stops at max_pages with a limit error, from every listing", function()
+      local ave <close> = client()
+      local list, err = ave:all_customers { page_size = 5, max_pages = 2 }
+      assert.is_nil(list)
+      assert_error(err, "limit")
+      assert.matches("max_pages = 2", err.message, 1, true)
+      assert.equal(2, #api_requests(sb:log()))
+      assert.equal(COUNT, #assert(ave:all_customers { page_size = 5, max_pages = 5 }))
+
+      local pages = 0
+      local ok, raised = pcall(function()
+        for _ in ave:pages { page_size = 10, max_pages = 1 } do pages = pages + 1 end
+      end)
+      assert.is_false(ok)
+      assert_error(raised, "limit")
+      assert.equal(1, pages)
+      local n = 0
+      ok, raised = pcall(function()
+        for _ in ave:each_customer { page_size = 10, max_pages = 2 } do n = n + 1 end
+      end)
+      assert.is_false(ok)
+      assert_error(raised, "limit")
+      assert.equal(20, n)
     end)
 
     it("counts a page the service capped as full", function()

@@ -233,6 +233,18 @@ describe("avepoint methods", function()
     raises(function() ave:pages "x" end, "pages expects an option table")
   end)
 
+  it("check max_pages on every listing: an integer >= 1", function()
+    for _, m in ipairs { "customers", "pages", "each_customer", "all_customers" } do
+      for _, bad in ipairs { 0, -1, 1.5, "2", 0 / 0 } do
+        raises(function() ave[m](ave, { max_pages = bad }) end,
+               m .. ": option 'max_pages' must be an integer >= 1")
+      end
+    end
+    ave:pages { max_pages = 1 }
+    ave:each_customer { max_pages = 2.0 }
+    raises(function() ave:customer_page(1, 10, { max_pages = 1 }) end, "unknown option 'max_pages'")
+  end)
+
   it("check all_customers' parallel and progress", function()
     raises(function() ave:all_customers { parallel = 0 } end, "option 'parallel'")
     raises(function() ave:all_customers { parallel = 65 } end, "option 'parallel'")

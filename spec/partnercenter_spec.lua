@@ -418,13 +418,13 @@ describe("pc.partnercenter against the sandbox", function()
     it("keeps a base_url path prefix for a uri that lacks it", function()
       -- a gateway at /pc that forwards to the service: the service's uri starts at /v1
       sb:faults { { type = "status", status = 200, path = "^/pc/v1/customers$", times = 1,
-                    body = cjson.encode { totalCount = 0, items = {}, links = { next = {
+                    body = cjson.encode { totalCount = 1, items = { { id = "a" } }, links = { next = {
                       uri = "/v1/customers?size=5", method = "GET",
                       headers = { { key = "MS-ContinuationToken", value = "abc" } } } } } },
                   { type = "status", status = 200, path = "^/pc/v1/customers$", times = 1,
                     body = '{"totalCount":0,"items":[],"links":{}}' } }
       local mpc <close> = client { base_url = sb.url .. "/pc/" }
-      assert.same({}, assert(mpc:customers { page_size = 5 }))
+      assert.same({ { id = "a" } }, assert(mpc:customers { page_size = 5 }))
       local reqs = api_requests(sb:log())
       assert.equal(2, #reqs)
       assert.equal("/pc/v1/customers", reqs[2].path)
@@ -469,6 +469,104 @@ describe("pc.partnercenter against the sandbox", function()
       assert.equal((#tenants + 7) // 8, #api_requests(sb:log()))
     end)
 
+    it("ends when fresh continuation tokens bring the same page again, as a protocol error", function()
+      sb:faults { { type = "pc_stuck", times = -1 } }
+      local mpc <close> = client()
+      local list, err = mpc:customers { page_size = 5 }
+      assert.is_nil(list)
+      assert_error(err, "protocol")
+      assert.matches("page 2 brings no new customer", err.message)
+      assert.equal(2, #api_requests(sb:log()))
+      assert.is_string(api_requests(sb:log())[2].headers["ms-continuationtoken"])
+      local n = 0
+      local ok, raised = pcall(function() for _ in mpc:each_customer { page_size = 5 } do n = n + 1 end end)
+      assert.is_false(ok)
+      assert_error(raised, "protocol")
+      assert.equal(5, n)
+    end)
+
+    it("calls a next uri that cannot be requested a protocol error, never misuse", function()
+      local cases = {
+        { "/v1/customers?size=5&x=a b", "spaces or control characters" },
+        { "/v1/customers?size=5&x=a\tb", "spaces or control characters" },
+        { "/v1/customers?size=5&x=a\0b", "spaces or control characters" },
+        { "http://u:p@127.0.0.1:" .. sb.port .. "/v1/customers", "credentials" },
+        { "/v1/customers?size=5&x=", "longer than 65536 bytes", 65536 },
+      }
+      for _, case in ipairs(cases) do
+        local uri, why, pad = table.unpack(case)
+        sb:faults { { type = "pc_next", uri = uri, pad = pad } }
+        sb:clear_log()
+        local mpc <close> = client()
+        local ok, list, err = pcall(mpc.customers, mpc, { page_size = 5 })
+        assert.is_true(ok, tostring(list))
+        assert.is_nil(list)
+        assert_error(err, "protocol")
+        assert.matches('"links.next.uri" ', err.message, 1, true)
+        assert.matches(why, err.message, 1, true)
+        assert.equal(1, #api_requests(sb:log()))
+      end
+    end)
+
+    it("sends only MS- headers a next link asks for, with values that can be sent", function()
+      local function page_with(headers)
+        return { type = "status", status = 200, path = "^/v1/customers$", times = 1,
+                 body = cjson.encode { items = { { id = "a" } }, links = { next = {
+                   uri = "/v1/customers?size=5", headers = headers } } } }
+      end
+      for _, h in ipairs { { key = "X-Custom", value = "a" }, { key = "Cookie", value = "a=b" },
+                           { key = "Accept", value = "text/html" }, { key = "Host", value = "evil" },
+                           { key = "MS", value = "a" }, { key = "XMS-A", value = "a" },
+                           { key = "MS-ContinuationToken", value = "a\0b" },
+                           { key = "MS-ContinuationToken", value = "a\rb" },
+                           { key = "MS-ContinuationToken", value = true } } do
+        sb:faults { page_with { h } }
+        sb:clear_log()
+        local mpc <close> = client()
+        local list, err = mpc:customers { page_size = 5 }
+        assert.is_nil(list, h.key)
+        assert_error(err, "protocol")
+        assert.matches('"links.next.headers"', err.message, 1, true)
+        assert.equal(1, #api_requests(sb:log()))
+      end
+      -- any case, and MS- headers of ours are replaced
+      sb:faults { page_with { { key = "ms-continuationtoken", value = "abc" }, { key = "MS-Extra", value = 7 } },
+                  { type = "status", status = 200, path = "^/v1/customers$", times = 1,
+                    body = '{"items":[{"id":"b"}],"links":{}}' } }
+      sb:clear_log()
+      local mpc <close> = client()
+      assert.equal(2, #assert(mpc:customers { page_size = 5 }))
+      local second = api_requests(sb:log())[2]
+      assert.equal("abc", second.headers["ms-continuationtoken"])
+      assert.equal("7", second.headers["ms-extra"])
+    end)
+
+    it("stops at max_pages with a limit error", function()
+      local mpc <close> = client()
+      local list, err = mpc:customers { page_size = 5, max_pages = 2 }
+      assert.is_nil(list)
+      assert_error(err, "limit")
+      assert.matches("max_pages = 2", err.message, 1, true)
+      assert.equal(2, #api_requests(sb:log()))
+      local pages = (#tenants + 4) // 5
+      assert.equal(#tenants, #assert(mpc:customers { page_size = 5, max_pages = pages }))
+      local n = 0
+      local ok, raised = pcall(function()
+        for _ in mpc:each_customer { page_size = 5, max_pages = 1 } do n = n + 1 end
+      end)
+      assert.is_false(ok)
+      assert_error(raised, "limit")
+      assert.equal(5, n)
+    end)
+
+    it("takes a page without links, or without links.next, as the last", function()
+      for _, body in ipairs { '{"items":[{"id":"a"}]}', '{"items":[{"id":"a"}],"links":{}}' } do
+        sb:faults { { type = "status", status = 200, body = body, path = "^/v1/customers$" } }
+        local mpc <close> = client()
+        assert.same({ { id = "a" } }, assert(mpc:customers()))
+      end
+    end)
+
     it("calls a page of the wrong shape a protocol error", function()
       for _, body in ipairs { "[1]", '"x"', '{"items":{"a":1}}', '{"items":[1]}', '{"items":[],"links":[1]}',
                               '{"items":[],"links":{"next":"x"}}',
@@ -487,7 +585,7 @@ describe("pc.partnercenter against the sandbox", function()
       end
     end)
 
-    it("refuses a page size out of range", function()
+    it("refuses a page size or max_pages out of range", function()
       local mpc <close> = client()
       for _, bad in ipairs { 0, 501, 2.5, "5" } do
         raises(function() mpc:customers { page_size = bad } end,
@@ -495,6 +593,11 @@ describe("pc.partnercenter against the sandbox", function()
         raises(function() mpc:each_customer { page_size = bad } end, "option 'page_size'")
       end
       raises(function() mpc:customers { size = 5 } end, "unknown option 'size'")
+      for _, bad in ipairs { 0, -3, 2.5, "5" } do
+        raises(function() mpc:customers { max_pages = bad } end,
+               "customers: option 'max_pages' must be an integer >= 1")
+        raises(function() mpc:each_customer { max_pages = bad } end, "option 'max_pages'")
+      end
       assert.same({}, sb:log())
     end)
   end)

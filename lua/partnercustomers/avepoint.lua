@@ -4,6 +4,7 @@
 
 local core = require "partnercustomers.core"
 local job_status = require "partnercustomers.job_status"
+local pager = require "partnercustomers.pager"
 local util = require "partnercustomers.util"
 
 local misuse = util.misuse
@@ -57,15 +58,20 @@ local V3_OPTIONS = {
   customer_ids = util.string_array,
   v3 = OPTIONS.v3,
 }
+local LIST_OPTIONS = {
+  max_pages = pager.max_pages,
+}
 local PAGING_OPTIONS = {
   customer_ids = util.string_array,
   v3 = OPTIONS.v3,
   page_size = page_size,
+  max_pages = pager.max_pages,
 }
 local ALL_OPTIONS = {
   customer_ids = util.string_array,
   v3 = OPTIONS.v3,
   page_size = page_size,
+  max_pages = pager.max_pages,
   parallel = util.number { integer = true, min = 1, max = 64 },
   progress = util.func,
 }
@@ -130,9 +136,12 @@ local function new(opts)
   end
 
   local client = util.new_core(core, copts, 2)
+  local base = o.base_url or env.base_url
   return setmetatable({
     _client = client,
-    _base = o.base_url or env.base_url,
+    _base = base,
+    -- a path in base_url (a gateway in front of the service) is kept for next links
+    _prefix = util.parse_url(base).path,
     _on_event = o.on_event,
     _v3 = o.v3 or "get",
     _closed = false,
@@ -218,48 +227,30 @@ end
 ------------------------------------------------------------------------------------------------
 -- /partner/customers
 
--- Resolves an @odata.nextLink against the URL it came with; only the same scheme, host and port.
-local function resolve_link(current, link)
-  if type(link) ~= "string" then return nil, "is not a string" end
-  local cur = util.parse_url(current)
-  if link:match("^/[^/]") then
-    return current:match("^[^:]+://[^/?#]*") .. link
-  end
-  local u, why = util.parse_url(link)
-  if not u then return nil, "is not usable: " .. why end
-  if util.origin(u) ~= util.origin(cur) then
-    return nil, ("points to %s, not to %s"):format(util.origin(u), util.origin(cur))
-  end
-  return link
+-- One page of the OData listing, for the pager.
+local function odata_page(self, cursor)
+  local req = { method = "GET", url = cursor.url, scope = SCOPE_PARTNER,
+                headers = { Accept = "application/json" }, decode = true }
+  local resp, err = self._client:request(req)
+  if not resp then return nil, err end
+  local list, perr = customers_of(resp.data, "value", false, req, resp)
+  if not list then return nil, perr end
+  local link = resp.data["@odata.nextLink"]
+  return { items = list, req = req, resp = resp, link = link ~= nil and { uri = link } or nil }
 end
 
 function methods:customers(opts)
   check_self(self, "customers", 2)
-  util.options(opts, {}, "customers", 2)
-  local req = { method = "GET", url = self._base .. PARTNER_PATH, scope = SCOPE_PARTNER,
-                headers = { Accept = "application/json" }, decode = true }
-  local visited = { [req.url] = true }
-  local all, index = {}, 0
-  while true do
-    local resp, err = self._client:request(req)
-    if not resp then return nil, err end
-    local list, perr = customers_of(resp.data, "value", false, req, resp)
-    if not list then return nil, perr end
-    table.move(list, 1, #list, #all + 1, all)
-    index = index + 1
-    emit_page(self, { page_index = index, customers = list })
-
-    local link = resp.data["@odata.nextLink"]
-    if link == nil then return all end
-    local url, why = resolve_link(req.url, link)
-    if not url then
-      return nil, protocol_error(req, resp, "@odata.nextLink %s", why)
-    elseif visited[url] then
-      return nil, protocol_error(req, resp, "@odata.nextLink repeats a page already read")
-    end
-    visited[url] = true
-    req.url = url
-  end
+  local o = util.options(opts, LIST_OPTIONS, "customers", 2)
+  return pager.collect(pager.new {
+    first = pager.link_cursor(self._base .. PARTNER_PATH),
+    fetch = function(cursor) return odata_page(self, cursor) end,
+    on_page = function(index, _, fresh)
+      emit_page(self, { page_index = index, customers = fresh })
+    end,
+    max_pages = o.max_pages, keep_all = true, noun = "customer",
+    link_name = "@odata.nextLink", prefix = self._prefix,
+  })
 end
 
 ------------------------------------------------------------------------------------------------
@@ -340,38 +331,35 @@ function methods:customer_page(index, size, opts)
   return page
 end
 
--- The paging walk shared by pages, each_customer and all_customers. The returned function gives
--- page, is_last; nil at the end (an empty page ends the walk and is not returned); or nil, err.
--- Nothing advances on a failure, so calling it again retries the same page.
-local function pager(self, o)
-  local index, seen, received, finished = 1, {}, 0, false
-  return function()
-    if finished then return nil end
-    local page, info = fetch_page(self, index, o.page_size, o)
-    if not page then return nil, info end
+-- The v3 listing shared by pages, each_customer and all_customers (keep_all: every customer is
+-- kept in one table anyway). walk:next() gives fresh customers, {page = the page to give, ...},
+-- is_last. Paging stops at a short page, an empty one, or totalCount.
+local function v3_walk(self, o, keep_all)
+  return pager.new {
+    first = { index = 1 },
+    fetch = function(cursor)
+      local page, info = fetch_page(self, cursor.index, o.page_size, o)
+      if not page then return nil, info end
+      local full = #page.customers >= info.size
+      return { items = page.customers, req = info.req, resp = info.resp, page = page,
+               total = page.total_count, size = info.size,
+               next = full and { index = cursor.index + 1 } or nil }
+    end,
+    on_page = function(_, result, fresh)
+      result.page.customers = fresh
+      emit_page(self, result.page)
+    end,
+    max_pages = o.max_pages, keep_all = keep_all, noun = "customer",
+  }
+end
 
-    local raw, fresh = page.customers, {}
-    for _, c in ipairs(raw) do
-      local id = c.id
-      if id == nil or not seen[id] then
-        if id ~= nil then seen[id] = true end
-        fresh[#fresh + 1] = c
-      end
-    end
-    if #raw > 0 and #fresh == 0 then
-      return nil, protocol_error(info.req, info.resp,
-        "page %d repeats customers already received: the paging does not advance", index)
-    end
-
-    page.customers = fresh
-    received = received + #fresh
-    finished = #raw < info.size
-      or (page.total_count ~= nil and received >= page.total_count)
-    index = index + 1
-    emit_page(self, page)
-    if #raw == 0 then return nil end
-    return page, finished
-  end
+-- The next v3 page of walk: page, is_last; nil at the end (an empty page ends the walk and is
+-- not given); or nil, err.
+local function next_page(walk)
+  local fresh, result, last = walk:next()
+  if not fresh then return nil, result end
+  if #fresh == 0 then return nil end
+  return result.page, last
 end
 
 -- Raises err as the iterators do (io.lines style): the error object itself, no position.
@@ -382,20 +370,20 @@ end
 
 function methods:pages(opts)
   check_self(self, "pages", 2)
-  local next_page = pager(self, v3_options(self, opts, PAGING_OPTIONS, "pages", 2))
+  local walk = v3_walk(self, v3_options(self, opts, PAGING_OPTIONS, "pages", 2), false)
   return function()
-    return raise_on_error(next_page())
+    return raise_on_error(next_page(walk))
   end
 end
 
 function methods:each_customer(opts)
   check_self(self, "each_customer", 2)
-  local next_page = pager(self, v3_options(self, opts, PAGING_OPTIONS, "each_customer", 2))
+  local walk = v3_walk(self, v3_options(self, opts, PAGING_OPTIONS, "each_customer", 2), false)
   local list, i = {}, 0
   return function()
     i = i + 1
     while list[i] == nil do
-      local page = raise_on_error(next_page())
+      local page = raise_on_error(next_page(walk))
       if page == nil then return nil end
       list, i = page.customers, 1
     end
@@ -407,10 +395,10 @@ end
 function methods:all_customers(opts)
   check_self(self, "all_customers", 2)
   local o = v3_options(self, opts, ALL_OPTIONS, "all_customers", 2)
-  local next_page, progress = pager(self, o), o.progress
+  local walk, progress = v3_walk(self, o, true), o.progress
   local all, done, told_last = {}, 0, false
   while true do
-    local page, last = next_page()
+    local page, last = next_page(walk)
     if page == nil then
       if last ~= nil then return nil, last end -- the error
       -- the walk ended on an empty page: say that it is over

@@ -4,6 +4,7 @@
 -- headers Partner Center wants, checks the answers' shape and follows the continuation links.
 
 local core = require "partnercustomers.core"
+local pager = require "partnercustomers.pager"
 local util = require "partnercustomers.util"
 
 local misuse = util.misuse
@@ -94,6 +95,7 @@ local ORGANIZATIONS_OPTIONS = {
 local PAGING_OPTIONS = {
   correlation_id = guid,
   page_size = util.number { integer = true, min = 1, max = MAX_PAGE_SIZE },
+  max_pages = pager.max_pages,
 }
 
 local Partnercenter = { __name = "partnercustomers.partnercenter" }
@@ -346,69 +348,10 @@ end
 ------------------------------------------------------------------------------------------------
 -- customers: GET /v1/customers?size=N, then links.next until it is absent
 
-local FORBIDDEN_HEADERS = { authorization = true, host = true, ["content-length"] = true }
-
--- links.next.headers -> {name = value}, or nil and why.
-local function link_headers(list)
-  if list == nil then return {} end
-  if type(list) ~= "table" or not util.is_array(list) then return nil, "is not an array" end
-  local headers = {}
-  for i, h in ipairs(list) do
-    if not is_object(h) then return nil, ("[%d] is not an object"):format(i) end
-    local name, value = h.key, h.value
-    if type(name) ~= "string" or not name:find("^[%w!#$%%&'*+.^_`|~-]+$") then
-      return nil, ("[%d] has no usable key"):format(i)
-    elseif FORBIDDEN_HEADERS[name:lower()] then
-      return nil, ("[%d] would replace the %s header"):format(i, name)
-    elseif math.type(value) == "integer" then
-      value = ("%d"):format(value)
-    elseif type(value) ~= "string" or value:find("[%z\r\n]") then
-      return nil, ("[%d] has a value that cannot be sent"):format(i)
-    end
-    headers[name] = value
-  end
-  return headers
-end
-
--- Resolves links.next.uri against the URL of the page it came with: a path is taken from the
--- host (so a uri holding /v1 is not prefixed again), keeping a path prefix of base_url; an
--- absolute URI must have the same scheme, host and port.
-local function resolve_link(self, current, uri)
-  if type(uri) ~= "string" or uri == "" then return nil, "is not a string" end
-  if uri:find("[%s%c]") then return nil, "holds spaces or control characters" end
-  local origin = current:match("^[^:]+://[^/?#]*")
-  if uri:find("^//") then uri = current:match("^[^:]+:") .. uri end
-  if uri:find("^%a[%w+.%-]*:") then
-    local u, why = util.parse_url(uri)
-    if not u then return nil, "is not usable: " .. why end
-    local cur = util.parse_url(current)
-    if util.origin(u) ~= util.origin(cur) then
-      return nil, ("points to %s, not to %s"):format(util.origin(u), util.origin(cur))
-    end
-    return uri
-  elseif uri:find("^/") then
-    local prefix = self._prefix
-    if prefix ~= "" and uri:sub(1, #prefix + 1) ~= prefix .. "/" then uri = prefix .. uri end
-    return origin .. uri
-  elseif uri:find("^%?") then
-    return (current:match("^[^?#]*")) .. uri
-  else
-    return (current:match("^[^?#]*/")) .. uri
-  end
-end
-
--- The continuation as a key, to notice a next link that comes back.
-local function link_key(url, headers)
-  local lines = {}
-  for k, v in pairs(headers) do lines[#lines + 1] = k:lower() .. ": " .. v end
-  table.sort(lines)
-  return url .. "\n" .. table.concat(lines, "\n")
-end
-
--- Checks one page; returns its items and the next link ({url, headers}, or false on the last
--- page), or nil and a protocol error. `link_err` is set instead of the link when the page is good
--- but its next link is not.
-local function read_page(self, req, resp)
+-- Checks one page; returns {items, req, resp, link = links.next or nil, next_error} for the
+-- pager (which checks the link itself), or nil and a protocol error. `next_error` is set when the
+-- page is good but links.next has the wrong shape: the listing fails after this page.
+local function read_page(req, resp)
   local body = resp.data
   if not is_object(body) then
     return nil, protocol_error(req, resp, "expected a JSON object (got %s)", shape_of(body))
@@ -424,88 +367,54 @@ local function read_page(self, req, resp)
       return nil, protocol_error(req, resp, "customer %d is not an object", i)
     end
   end
-
-  local links = body.links
+  local page = { items = items, req = req, resp = resp }
+  local links, nxt = body.links, nil
+  if is_object(links) then nxt = links.next end
   if links ~= nil and not is_object(links) then
-    return items, nil, protocol_error(req, resp, '"links" is not an object')
+    page.next_error = protocol_error(req, resp, '"links" is not an object')
+  elseif nxt ~= nil and not is_object(nxt) then
+    page.next_error = protocol_error(req, resp, '"links.next" is not an object')
+  elseif nxt and nxt.method ~= nil and (type(nxt.method) ~= "string" or nxt.method:upper() ~= "GET") then
+    page.next_error = protocol_error(req, resp, '"links.next.method" is not GET')
+  elseif nxt then
+    page.link = { uri = nxt.uri, headers = nxt.headers }
   end
-  local nxt = links and links.next
-  if nxt == nil then return items, false end
-  if not is_object(nxt) then
-    return items, nil, protocol_error(req, resp, '"links.next" is not an object')
-  end
-  if nxt.method ~= nil and (type(nxt.method) ~= "string" or nxt.method:upper() ~= "GET") then
-    return items, nil, protocol_error(req, resp, '"links.next.method" is not GET')
-  end
-  local url, why = resolve_link(self, req.url, nxt.uri)
-  if not url then
-    return items, nil, protocol_error(req, resp, '"links.next.uri" %s', why)
-  end
-  local headers
-  headers, why = link_headers(nxt.headers)
-  if not headers then
-    return items, nil, protocol_error(req, resp, '"links.next.headers" %s', why)
-  end
-  return items, { url = url, headers = headers }
+  return page
 end
 
--- The paging walk shared by customers and each_customer: the returned function gives the items
--- of the next page; nil at the end; or nil, err. A failed request does not advance (calling again
--- retries that page); a bad next link fails the call after the page it came with.
-local function pager(self, o)
-  local url = ("%s%s?size=%d"):format(self._base, CUSTOMERS_PATH, o.page_size or MAX_PAGE_SIZE)
-  local headers, seen, index = nil, {}, 0
-  local finished, pending = false, nil
-  return function()
-    if pending then return nil, pending end
-    if finished then return nil end
-    local req = request(self, url, o.correlation_id, headers)
-    local resp, err = self._client:request(req)
-    if not resp then return nil, err end
-    local items, link, link_err = read_page(self, req, resp)
-    if not items then return nil, link end
-
-    index = index + 1
-    if self._on_event then self._on_event { type = "page", page_index = index, count = #items } end
-    if link_err then
-      pending = link_err
-    elseif not link then
-      finished = true
-    else
-      local key = link_key(link.url, link.headers)
-      if seen[key] then
-        pending = protocol_error(req, resp, '"links.next" repeats a link already followed: '
-                                 .. "the paging does not advance")
-      end
-      seen[key] = true
-      url, headers = link.url, link.headers
-    end
-    return items
-  end
+-- The listing shared by customers (keep_all: every customer is kept in one table anyway) and
+-- each_customer: GET /v1/customers?size=N, then links.next until it is absent.
+local function walk(self, o, keep_all)
+  local first = ("%s%s?size=%d"):format(self._base, CUSTOMERS_PATH, o.page_size or MAX_PAGE_SIZE)
+  return pager.new {
+    first = pager.link_cursor(first),
+    fetch = function(cursor)
+      local req = request(self, cursor.url, o.correlation_id, cursor.headers)
+      local resp, err = self._client:request(req)
+      if not resp then return nil, err end
+      return read_page(req, resp)
+    end,
+    on_page = function(index, _, fresh)
+      if self._on_event then self._on_event { type = "page", page_index = index, count = #fresh } end
+    end,
+    max_pages = o.max_pages, keep_all = keep_all, noun = "customer",
+    link_name = '"links.next.uri"', headers_name = '"links.next.headers"', prefix = self._prefix,
+  }
 end
 
 function methods:customers(opts)
   check_self(self, "customers", 2)
-  local next_page = pager(self, util.options(opts, PAGING_OPTIONS, "customers", 2))
-  local all = {}
-  while true do
-    local items, err = next_page()
-    if not items then
-      if err ~= nil then return nil, err end
-      return all
-    end
-    table.move(items, 1, #items, #all + 1, all)
-  end
+  return pager.collect(walk(self, util.options(opts, PAGING_OPTIONS, "customers", 2), true))
 end
 
 function methods:each_customer(opts)
   check_self(self, "each_customer", 2)
-  local next_page = pager(self, util.options(opts, PAGING_OPTIONS, "each_customer", 2))
+  local w = walk(self, util.options(opts, PAGING_OPTIONS, "each_customer", 2), false)
   local list, i = {}, 0
   return function()
     i = i + 1
     while list[i] == nil do
-      local items, err = next_page()
+      local items, err = w:next()
       if items == nil then
         if err ~= nil then error(err, 0) end -- io.lines style: the error object itself
         return nil

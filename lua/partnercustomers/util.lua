@@ -323,12 +323,12 @@ local function request_header(req, name)
   end
 end
 
--- A `protocol` error about the answer `resp` to `req` (a well-formed answer of the wrong shape),
--- with the ids Partner Center gives or that the request sent (absent for AvePoint).
-function M.protocol_error(req, resp, fmt, ...)
+-- An error of `kind` about the answer `resp` to `req`, with the ids Partner Center gives or that
+-- the request sent (absent for AvePoint).
+function M.answer_error(kind, req, resp, fmt, ...)
   local h = resp.headers or {}
   return require("partnercustomers.core").error {
-    kind = "protocol",
+    kind = kind,
     method = req.method,
     url = req.url,
     status = resp.status,
@@ -338,6 +338,11 @@ function M.protocol_error(req, resp, fmt, ...)
     cv = h["ms-cv"],
     message = fmt:format(...),
   }
+end
+
+-- A `protocol` error: a well-formed answer of the wrong shape.
+function M.protocol_error(req, resp, fmt, ...)
+  return M.answer_error("protocol", req, resp, fmt, ...)
 end
 
 return M
