@@ -681,6 +681,61 @@ describe("pc.avepoint against the sandbox", function()
     end)
   end)
 
+  describe("close()", function()
+    -- Asserts that f raises a partnercustomers misuse message at this spec's line, with needle.
+    local function raises(f, needle)
+      local ok, err = pcall(f)
+      assert.is_false(ok)
+      assert.equal("string", type(err))
+      assert.matches("avepoint_spec%.lua:%d+: partnercustomers: ", err)
+      assert.truthy(err:find(needle, 1, true), err)
+    end
+
+    it("makes an iterator of the closed client raise one clear error, as io.lines does", function()
+      local ave = client()
+      local each, pages = ave:each_customer { page_size = 5 }, ave:pages { page_size = 5 }
+      assert.is_string(each().id)
+      assert.equal(5, #pages().customers)
+      local fresh = ave:each_customer() -- never started
+      ave:close()
+      -- called from Lua code, as a for loop does (a tail call or pcall(it) would hide the line)
+      raises(function() local c = each() return c end, "each_customer: attempt to use a closed AvePoint client")
+      raises(function() local p = pages() return p end, "pages: attempt to use a closed AvePoint client")
+      raises(function() for _ in fresh do end end, "each_customer: attempt to use a closed AvePoint client")
+    end)
+
+    it("is refused from a hook while a call runs, and changes nothing", function()
+      local ave, closing
+      ave = client { on_event = function(ev)
+        if closing == ev.type then ave:close() end
+      end }
+      for _, hook in ipairs { "token", "page", "request" } do -- the first call fetches a token
+        closing = hook
+        local ok, err = pcall(ave.all_customers, ave, { page_size = 10 })
+        assert.is_false(ok, hook)
+        assert.matches("close: the AvePoint client is in a call", err)
+        closing = nil
+        assert.equal(COUNT, #assert(ave:all_customers { page_size = 10 }), hook) -- still open
+      end
+      for _, call in ipairs {
+        function() ave:customers() end,
+        function() ave:customer_page(1, 5) end,
+        function() for _ in ave:pages { page_size = 10 } do end end,
+        function() for _ in ave:each_customer { page_size = 10 } do end end,
+        function() ave:all_customers { page_size = 10, progress = function() ave:close() end } end,
+      } do
+        closing = "page"
+        local ok, err = pcall(call)
+        closing = nil
+        assert.is_false(ok)
+        assert.matches("in a call", err)
+        assert(ave:customer_page(1, 5))
+      end
+      ave:close()
+      raises(function() ave:customer_page(1, 5) end, "closed")
+    end)
+  end)
+
   describe("other credentials", function()
     it("use an access token as it is", function()
       local token = sb:token("elements.customers.read.all")

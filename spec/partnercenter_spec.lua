@@ -936,6 +936,43 @@ describe("pc.partnercenter against the sandbox", function()
         assert(scoped:organization(ok_ids[1]))
       end
     end)
+
+    it("makes an iterator of the closed client raise one clear error, as io.lines does", function()
+      local mpc = client()
+      local it = mpc:each_customer { page_size = 5 }
+      assert.is_string(it().id)
+      local fresh = mpc:each_customer { page_size = 5 } -- never started
+      mpc:close()
+      -- called from Lua code, as a for loop does (a tail call or pcall(it) would hide the line)
+      raises(function() local c = it() return c end, "each_customer: attempt to use a closed Partner Center client")
+      raises(function() for _ in fresh do end end, "each_customer: attempt to use a closed Partner Center client")
+    end)
+
+    it("is refused from a hook while a call runs, and changes nothing", function()
+      local mpc, closing
+      mpc = client { on_event = function(ev)
+        if closing == ev.type then mpc:close() end
+      end }
+      for _, hook in ipairs { "token", "page", "request" } do -- the first call fetches a token
+        closing = hook
+        local ok, err = pcall(mpc.customers, mpc, { page_size = 5 })
+        assert.is_false(ok, hook)
+        assert.matches("close: the Partner Center client is in a call", err)
+        closing = nil
+        assert.equal(#tenants, #assert(mpc:customers { page_size = 5 }), hook) -- still open
+      end
+      closing = "page"
+      local ok, err = pcall(function() for _ in mpc:each_customer { page_size = 5 } do end end)
+      assert.is_false(ok)
+      assert.matches("in a call", err)
+      closing = nil
+      ok, err = pcall(mpc.organizations, mpc, ok_ids, { progress = function() mpc:close() end })
+      assert.is_false(ok)
+      assert.matches("in a call", err)
+      assert(mpc:organization(ok_ids[1]))
+      mpc:close()
+      raises(function() mpc:organization(ok_ids[1]) end, "closed")
+    end)
   end)
 end)
 

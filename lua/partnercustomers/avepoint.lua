@@ -145,16 +145,21 @@ local function new(opts)
     _on_event = o.on_event,
     _v3 = o.v3 or "get",
     _closed = false,
+    _calls = 0, -- calls running (see util.in_call)
   }, Avepoint)
+end
+
+local function check_open(self, name, level)
+  if self._closed then
+    misuse(level + 1, "%s: attempt to use a closed AvePoint client", name)
+  end
 end
 
 local function check_self(self, name, level)
   if getmetatable(self) ~= Avepoint then
     misuse(level + 1, "%s: call it as ave:%s(...)", name, name)
   end
-  if self._closed then
-    misuse(level + 1, "%s: attempt to use a closed AvePoint client", name)
-  end
+  check_open(self, name, level + 1)
 end
 
 ------------------------------------------------------------------------------------------------
@@ -242,7 +247,7 @@ end
 function methods:customers(opts)
   check_self(self, "customers", 2)
   local o = util.options(opts, LIST_OPTIONS, "customers", 2)
-  return pager.collect(pager.new {
+  return util.in_call(self, pager.collect, pager.new {
     first = pager.link_cursor(self._base .. PARTNER_PATH),
     fetch = function(cursor) return odata_page(self, cursor) end,
     on_page = function(index, _, fresh)
@@ -324,11 +329,12 @@ function methods:customer_page(index, size, opts)
     misuse(2, "customer_page: page_size must be %s (%s)", expected, util.got(size, true))
   end
   local o = v3_options(self, opts, V3_OPTIONS, "customer_page", 2)
-
-  local page, err = fetch_page(self, i, s, o)
-  if not page then return nil, err end
-  emit_page(self, page)
-  return page
+  return util.in_call(self, function()
+    local page, err = fetch_page(self, i, s, o)
+    if not page then return nil, err end
+    emit_page(self, page)
+    return page
+  end)
 end
 
 -- The v3 listing shared by pages, each_customer and all_customers (keep_all: every customer is
@@ -372,7 +378,8 @@ function methods:pages(opts)
   check_self(self, "pages", 2)
   local walk = v3_walk(self, v3_options(self, opts, PAGING_OPTIONS, "pages", 2), false)
   return function()
-    return raise_on_error(next_page(walk))
+    check_open(self, "pages", 2)
+    return raise_on_error(util.in_call(self, next_page, walk))
   end
 end
 
@@ -381,9 +388,10 @@ function methods:each_customer(opts)
   local walk = v3_walk(self, v3_options(self, opts, PAGING_OPTIONS, "each_customer", 2), false)
   local list, i = {}, 0
   return function()
+    check_open(self, "each_customer", 2)
     i = i + 1
     while list[i] == nil do
-      local page = raise_on_error(next_page(walk))
+      local page = raise_on_error(util.in_call(self, next_page, walk))
       if page == nil then return nil end
       list, i = page.customers, 1
     end
@@ -391,11 +399,9 @@ function methods:each_customer(opts)
   end
 end
 
--- Pages one after another for now; `parallel` is accepted for the concurrent version.
-function methods:all_customers(opts)
-  check_self(self, "all_customers", 2)
-  local o = v3_options(self, opts, ALL_OPTIONS, "all_customers", 2)
-  local walk, progress = v3_walk(self, o, true), o.progress
+-- Every customer of the walk, calling progress after each page; or nil, err.
+local function all_of(walk, o)
+  local progress = o.progress
   local all, done, told_last = {}, 0, false
   while true do
     local page, last = next_page(walk)
@@ -416,14 +422,16 @@ function methods:all_customers(opts)
   end
 end
 
+-- Pages one after another for now; `parallel` is accepted for the concurrent version.
+function methods:all_customers(opts)
+  check_self(self, "all_customers", 2)
+  local o = v3_options(self, opts, ALL_OPTIONS, "all_customers", 2)
+  return util.in_call(self, all_of, v3_walk(self, o, true), o)
+end
+
 function methods:close()
   if getmetatable(self) ~= Avepoint then misuse(2, "close: call it as ave:close()") end
-  if not self._closed then
-    self._closed = true
-    local client = self._client
-    self._client = nil
-    client:close()
-  end
+  util.close(self, "AvePoint", 2)
 end
 
 Avepoint.__close = function(self) self:close() end

@@ -207,16 +207,21 @@ local function new(opts)
     _correlation_id = o.correlation_id or core.uuid(),
     _on_event = o.on_event,
     _closed = false,
+    _calls = 0, -- calls running (see util.in_call)
   }, Partnercenter)
+end
+
+local function check_open(self, name, level)
+  if self._closed then
+    misuse(level + 1, "%s: attempt to use a closed Partner Center client", name)
+  end
 end
 
 local function check_self(self, name, level)
   if getmetatable(self) ~= Partnercenter then
     misuse(level + 1, "%s: call it as mpc:%s(...)", name, name)
   end
-  if self._closed then
-    misuse(level + 1, "%s: attempt to use a closed Partner Center client", name)
-  end
+  check_open(self, name, level + 1)
 end
 
 ------------------------------------------------------------------------------------------------
@@ -291,10 +296,12 @@ function methods:organization(id, opts)
            type(id) == "string" and "got a string that is not one" or util.got(id))
   end
   local o = util.options(opts, CALL_OPTIONS, "organization", 2)
-  local req = request(self, organization_url(self, id), o.correlation_id)
-  local resp, err = self._client:request(req)
-  if not resp then return nil, err end
-  return organization_of(req, resp)
+  return util.in_call(self, function()
+    local req = request(self, organization_url(self, id), o.correlation_id)
+    local resp, err = self._client:request(req)
+    if not resp then return nil, err end
+    return organization_of(req, resp)
+  end)
 end
 
 -- The ids, checked (all before any request) and without repeats, in order.
@@ -317,11 +324,8 @@ local function tenant_ids(ids, level)
   return list
 end
 
--- Looks every id up, `parallel` at a time; results[id] = organization or errors[id] = err.
-function methods:organizations(ids, opts)
-  check_self(self, "organizations", 2)
-  local list = tenant_ids(ids, 2)
-  local o = util.options(opts, ORGANIZATIONS_OPTIONS, "organizations", 2)
+-- Looks every id of list up, `parallel` at a time; results[id] = organization or errors[id] = err.
+local function look_up(self, list, o)
   local parallel, progress = o.parallel or DEFAULT_PARALLEL, o.progress
   local results, errors = {}, {}
   local total, done = #list, 0
@@ -343,6 +347,13 @@ function methods:organizations(ids, opts)
   end
   if progress and total == 0 then progress(0, 0) end
   return results, errors
+end
+
+function methods:organizations(ids, opts)
+  check_self(self, "organizations", 2)
+  local list = tenant_ids(ids, 2)
+  local o = util.options(opts, ORGANIZATIONS_OPTIONS, "organizations", 2)
+  return util.in_call(self, look_up, self, list, o)
 end
 
 ------------------------------------------------------------------------------------------------
@@ -404,7 +415,8 @@ end
 
 function methods:customers(opts)
   check_self(self, "customers", 2)
-  return pager.collect(walk(self, util.options(opts, PAGING_OPTIONS, "customers", 2), true))
+  return util.in_call(self, pager.collect,
+                      walk(self, util.options(opts, PAGING_OPTIONS, "customers", 2), true))
 end
 
 function methods:each_customer(opts)
@@ -412,9 +424,10 @@ function methods:each_customer(opts)
   local w = walk(self, util.options(opts, PAGING_OPTIONS, "each_customer", 2), false)
   local list, i = {}, 0
   return function()
+    check_open(self, "each_customer", 2)
     i = i + 1
     while list[i] == nil do
-      local items, err = w:next()
+      local items, err = util.in_call(self, w.next, w)
       if items == nil then
         if err ~= nil then error(err, 0) end -- io.lines style: the error object itself
         return nil
@@ -427,12 +440,7 @@ end
 
 function methods:close()
   if getmetatable(self) ~= Partnercenter then misuse(2, "close: call it as mpc:close()") end
-  if not self._closed then
-    self._closed = true
-    local client = self._client
-    self._client = nil
-    client:close()
-  end
+  util.close(self, "Partner Center", 2)
 end
 
 Partnercenter.__close = function(self) self:close() end

@@ -312,6 +312,30 @@ function M.core_options(o)
   return copts
 end
 
+-- Runs f(...) as a call of the client wrapper w, and gives what it returns: a close from one of
+-- the call's hooks meanwhile is refused (w._calls counts the calls running). Errors propagate as
+-- they are (position already in the message; an error object as it is).
+function M.in_call(w, f, ...)
+  w._calls = w._calls + 1
+  local r = table.pack(pcall(f, ...))
+  w._calls = w._calls - 1
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
+-- Closes the client wrapper w (`what` names it in messages: "AvePoint"); misuse at `level` while a
+-- call of it runs (a close from a hook), which changes nothing: the wrapper stays open.
+function M.close(w, what, level)
+  if w._calls > 0 then
+    M.misuse(level + 1, "close: the %s client is in a call (closed from one of its hooks?); "
+             .. "close it once the call has returned", what)
+  end
+  if not w._closed then
+    w._client:close()
+    w._closed, w._client = true, nil
+  end
+end
+
 -- A JSON object as cjson gives it: a table that is not a list (an empty table counts as both).
 function M.is_object(v)
   return type(v) == "table" and (next(v) == nil or not is_array(v))
