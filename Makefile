@@ -87,3 +87,5 @@ valgrind: $(SO)
 
 clean:
 	rm -rf build build-asan
+
+include spec/c/checks.mk
