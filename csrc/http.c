@@ -539,10 +539,8 @@ static void decorate_error(pc_batch *b, int k, int hi) {
   push_pi(b, k);
   add_ids(L, e, hi, e + 1);
   lua_pop(L, 1);
-  /* the message may quote a server's words: make sure none of our secrets is among them */
-  lua_getfield(L, -1, "message");
-  pc_redact_top(L, b->ci);
-  lua_setfield(L, -2, "message");
+  /* any field may quote a server's words: make sure none of our secrets is among them */
+  pc_redact_table(L, b->ci, -1);
 }
 
 /* Stores the value at the top (a response or an error) as request k's result. */
@@ -683,11 +681,7 @@ static void http_error(pc_batch *b, int k, pc_xfer *x, long status, double ra, i
     push_http_message(L, c, status, ra);
     lua_setfield(L, -2, "message");
   }
-  if (!b->rq[k].sensitive && x->body.len > 0) {
-    lua_pushlstring(L, x->body.p, x->body.len < PC_ERRBODY_MAX ? x->body.len : PC_ERRBODY_MAX);
-    pc_redact_top(L, b->ci);
-    lua_setfield(L, -2, "body");
-  }
+  if (!b->rq[k].sensitive && x->body.len > 0) pc_set_body(L, b->ci, x->body.p, x->body.len);
   decorate_error(b, k, hi);
   lua_replace(L, hi);
   lua_settop(L, hi);

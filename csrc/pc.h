@@ -108,8 +108,17 @@ void pc_set_int(lua_State *L, const char *field, lua_Integer value);
 void pc_set_num(lua_State *L, const char *field, lua_Number value);
 /* Pushes url without any user:password@ part. */
 void pc_push_safe_url(lua_State *L, const char *url);
-/* Replaces every secret the client knows (client index ci) in the string at the top; idempotent. */
+/* Redaction of every secret client ci holds (its options' secret fields and cached tokens), in
+ * every form it was sent in: as it is, form-encoded, and the whole HTTP Basic credential. Matching
+ * covers the whole Lua string, NUL bytes included; each match becomes "[redacted]".
+ * pc_redact_top: the string at the top, replaced in place (anything else is left alone).
+ * pc_redact_table: every string value of the table at index t, and of the tables in it (one
+ *   level); for errors and events alike.
+ * pc_set_body: sets field "body" of the table at the top to p[0..n) redacted, then cut at
+ *   PC_ERRBODY_MAX bytes (so no prefix of a secret straddling the cut survives). */
 void pc_redact_top(lua_State *L, int ci);
+void pc_redact_table(lua_State *L, int ci, int t);
+void pc_set_body(lua_State *L, int ci, const char *p, size_t n);
 int pc_l_error(lua_State *L);
 int pc_l_is_error(lua_State *L);
 
