@@ -36,7 +36,7 @@ build = {
   modules = {
     ["partnercustomers.core"] = {
       sources = { "csrc/auth.c", "csrc/cert.c", "csrc/core.c", "csrc/errors.c", "csrc/http.c", "csrc/json.c",
-                  "csrc/response.c", "csrc/util.c" },
+                  "csrc/response.c", "csrc/util.c", "csrc/hooks.c" },
       defines = { "_DEFAULT_SOURCE" },
       libraries = { "curl", "ssl", "crypto" },
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },

@@ -184,7 +184,7 @@ static const char *fresh_assertion(lua_State *L, int ci, int o, const char *clie
     id = lua_tostring(L, -1);
     if (id == NULL) luaL_error(L, "partnercustomers: the jti function must return a string");
   }
-  int signed_ok = pc_cert_assertion(L, &c->cert, client_id, aud, pc_clock(L, ci), id);
+  int signed_ok = pc_cert_assertion(L, &c->cert, client_id, aud, pc_wall_clock(L, ci), id);
   if (signed_ok) lua_remove(L, -2); /* the jti (or nil) under the assertion */
   else lua_pop(L, 1);
   if (!signed_ok) return NULL;
@@ -349,7 +349,7 @@ static int fetch_oauth(lua_State *L, int ci, const char *scope) {
   lua_createtable(L, 1, 0); /* reqs */
   push_token_request(L, ci, o, scope, refresh);
   lua_rawseti(L, -2, 1);
-  pc_run(L, ci, -1);
+  pc_run(L, ci, -1, 1);
   lua_rawgeti(L, -1, 1);
   lua_rawgeti(L, -1, 1); /* the response, or nil */
   if (lua_isnil(L, -1)) {

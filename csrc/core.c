@@ -11,80 +11,6 @@
 #include <time.h>
 #include "pc.h"
 
-pc_client *pc_check_client(lua_State *L, int idx) {
-  pc_client *c = luaL_checkudata(L, idx, PC_CLIENT_MT);
-  if (c->closed) luaL_error(L, "attempt to use a closed partnercustomers client");
-  return c;
-}
-
-static double real_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void real_sleep(double s) {
-  if (!(s > 0)) return;
-  struct timespec ts;
-  ts.tv_sec = (time_t)s;
-  ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-  while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
-  }
-}
-
-/* Pushes the hook named k if the client has one, and returns 1. */
-static int push_hook(lua_State *L, int ci, const char *k) {
-  lua_getiuservalue(L, ci, PC_UV_OPTS);
-  int t = lua_getfield(L, -1, k);
-  lua_remove(L, -2);
-  if (t == LUA_TFUNCTION) return 1;
-  lua_pop(L, 1);
-  return 0;
-}
-
-/* The injected hooks are the caller's code, called between libcurl calls (never inside a
- * callback); an error in them propagates out of the request, and the request is abandoned. */
-double pc_clock(lua_State *L, int ci) {
-  if (!push_hook(L, ci, "clock")) return real_now();
-  lua_call(L, 0, 1);
-  int isnum;
-  double t = lua_tonumberx(L, -1, &isnum);
-  if (!isnum) luaL_error(L, "partnercustomers: the clock function must return a number");
-  lua_pop(L, 1);
-  return t;
-}
-
-void pc_sleep(lua_State *L, int ci, double seconds) {
-  if (!push_hook(L, ci, "sleep")) {
-    real_sleep(seconds);
-    return;
-  }
-  lua_pushnumber(L, seconds);
-  lua_call(L, 1, 0);
-}
-
-double pc_random(lua_State *L, int ci) {
-  if (push_hook(L, ci, "random")) {
-    lua_call(L, 0, 1);
-    double r = lua_tonumber(L, -1);
-    lua_pop(L, 1);
-    return r < 0 ? 0 : (r > 1 ? 1 : r);
-  }
-  pc_client *c = lua_touserdata(L, ci);
-  /* xorshift64*: jitter needs no cryptographic quality */
-  c->rng ^= c->rng >> 12, c->rng ^= c->rng << 25, c->rng ^= c->rng >> 27;
-  return (double)((c->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
-}
-
-void pc_emit(lua_State *L, int ci) {
-  if (!push_hook(L, ci, "on_event")) {
-    lua_pop(L, 1);
-    return;
-  }
-  lua_rotate(L, -2, 1);
-  lua_call(L, 1, 0);
-}
-
 /* ---- lifecycle ---- */
 
 static void release(pc_client *c) {
@@ -273,7 +199,7 @@ static void load_certificate(lua_State *L, pc_client *c, int ci, int t) {
     lua_setfield(L, -2, "cert_password");
     lua_pop(L, 1);
   }
-  double now = pc_clock(L, ci);
+  double now = pc_wall_clock(L, ci);
   char err[512];
   const char *why = pc_cert_load(&c->cert, &f, now, err, sizeof err);
   if (why) {
@@ -292,6 +218,7 @@ static int l_new(lua_State *L) {
   pc_client *c = lua_newuserdatauv(L, sizeof *c, PC_UV_COUNT);
   memset(c, 0, sizeof *c);
   c->closed = 1;
+  c->deadline = HUGE_VAL;
   for (int i = 0; i < PC_MAX_PARALLEL; i++) c->xfers[i].req = -1;
   luaL_setmetatable(L, PC_CLIENT_MT);
   int ci = lua_gettop(L);
@@ -357,7 +284,7 @@ static int l_new(lua_State *L) {
   c->retry_after_cap = num_opt(L, o, "retry_after_cap", 120);
   c->backoff_base = num_opt(L, o, "backoff_base", 0.5);
   c->backoff_max = num_opt(L, o, "backoff_max", 30);
-  c->rng = (unsigned long long)(real_now() * 1e6) ^ (uintptr_t)c ^ 0x9E3779B97F4A7C15ULL;
+  c->rng = (unsigned long long)(pc_real_now() * 1e6) ^ (uintptr_t)c ^ 0x9E3779B97F4A7C15ULL;
   if (c->rng == 0) c->rng = 1;
 
   /* User-Agent: the caller's product first, then ours and libcurl's */
@@ -387,6 +314,9 @@ static int l_new(lua_State *L) {
   curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
   curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
   curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)c->nxfers);
+  /* the connection cache keeps one connection per slot: none is closed between waves */
+  curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)c->nxfers);
+  curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
   return 1;
 }
 
@@ -394,14 +324,44 @@ static int l_new(lua_State *L) {
  * client usable (no handle left in the multi, not busy) and then propagates ---- */
 
 static int run_protected(lua_State *L) {
-  pc_run(L, 1, 2);
+  pc_run(L, 1, 2, (int)lua_tointeger(L, 3));
   return 1;
+}
+
+/* The options of one call: { parallel = n (1..max_parallel), deadline = seconds for the whole
+ * call, token fetches and waits included }. Returns parallel (0: max_parallel); sets the
+ * client's deadline. */
+static int call_options(lua_State *L, pc_client *c, int oi) {
+  int parallel = 0;
+  c->deadline = HUGE_VAL;
+  if (lua_isnoneornil(L, oi)) return 0;
+  luaL_checktype(L, oi, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, oi)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+    if (strcmp(k, "parallel") == 0) {
+      lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+      if (n < 1 || n > c->nxfers)
+        luaL_error(L, "partnercustomers: call option 'parallel' must be an integer from 1 to the client's max_parallel (%d)",
+                   c->nxfers);
+      parallel = (int)n;
+    } else if (strcmp(k, "deadline") == 0) {
+      double d = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
+      if (!(d > 0 && d <= 7 * 86400)) luaL_error(L, "partnercustomers: call option 'deadline' must be seconds from 0 to 604800");
+      c->deadline = pc_clock(L, 1) + d;
+    } else
+      luaL_error(L, "partnercustomers: unknown call option '%s'", k);
+    lua_pop(L, 1);
+  }
+  return parallel;
 }
 
 static int run(lua_State *L, int single) {
   pc_client *c = pc_check_client(L, 1);
   if (c->busy) return luaL_error(L, "partnercustomers: the client is already running a request (called from a hook?)");
   luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 3);
+  int parallel = call_options(L, c, 3);
   lua_settop(L, 2);
   if (single) {
     lua_createtable(L, 1, 0);
@@ -412,9 +372,11 @@ static int run(lua_State *L, int single) {
   lua_pushcfunction(L, run_protected);
   lua_pushvalue(L, 1);
   lua_pushvalue(L, 2);
+  lua_pushinteger(L, parallel);
   c->busy = 1;
-  int st = lua_pcall(L, 2, 1, 0);
+  int st = lua_pcall(L, 3, 1, 0);
   c->busy = 0;
+  c->deadline = HUGE_VAL;
   for (int i = 0; i < PC_MAX_PARALLEL; i++) {
     pc_xfer *x = &c->xfers[i];
     if (x->added) curl_multi_remove_handle(c->multi, x->easy);
@@ -455,12 +417,12 @@ static int l_url_problem(lua_State *L) {
 }
 
 static int l_now(lua_State *L) {
-  lua_pushnumber(L, real_now());
+  lua_pushnumber(L, pc_real_now());
   return 1;
 }
 
 static int l_sleep(lua_State *L) {
-  real_sleep(luaL_checknumber(L, 1));
+  pc_real_sleep(luaL_checknumber(L, 1));
   return 0;
 }
 

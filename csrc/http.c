@@ -64,7 +64,8 @@ static size_t header_cb(char *p, size_t size, size_t nmemb, void *ud) {
   pc_xfer *x = ud;
   size_t n = size * nmemb;
   /* a new status line starts a new response (1xx, a proxy's CONNECT answer): keep the last */
-  if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) x->rhdrs.len = 0;
+  if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) x->rhdrs.len = 0, x->headers_done = 0;
+  if ((n == 2 && p[0] == '\r' && p[1] == '\n') || (n == 1 && p[0] == '\n')) x->headers_done = 1;
   if (x->rhdrs.len + n > PC_HEADERS_MAX) { /* absurd header block */
     x->headers_over = 1;
     return 0;
@@ -353,6 +354,12 @@ static const char *build_body(lua_State *L, pc_req *r, int pi) {
   return NULL;
 }
 
+/* Seconds left before the call's deadline (at least 1 ms: libcurl reads 0 as no limit). */
+static double remaining(lua_State *L, int ci, pc_client *c) {
+  if (c->deadline == HUGE_VAL) return HUGE_VAL;
+  return fmax(0.001, c->deadline - pc_clock(L, ci));
+}
+
 /* ca_file adds trust anchors to the system's (CURLOPT_CAINFO would replace the default bundle on
  * builds without a CA path); for HTTPS proxies as well. Runs inside libcurl: no Lua. */
 static CURLcode add_ca_file(CURL *e, void *ssl_ctx, void *ud) {
@@ -373,7 +380,7 @@ static void set_transport(lua_State *L, int ci, pc_client *c, pc_req *r, pc_xfer
   curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)x);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->hdrs);
   curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* every encoding this libcurl decodes */
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(c->timeout * 1000));
+  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(fmin(c->timeout, remaining(L, ci, c)) * 1000));
   curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->connect_timeout * 1000));
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
   curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (long)ceil(c->low_speed_time));
@@ -384,6 +391,8 @@ static void set_transport(lua_State *L, int ci, pc_client *c, pc_req *r, pc_xfer
   curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
   curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+  /* over HTTP/2, wait for a connection being made to the origin and multiplex on it */
+  curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
   curl_easy_setopt(e, CURLOPT_SHARE, c->share);
   int top = lua_gettop(L);
   if (opt_string(L, ci, "ua")) curl_easy_setopt(e, CURLOPT_USERAGENT, lua_tostring(L, -1));
@@ -418,7 +427,7 @@ static const char *start_attempt(lua_State *L, int ci, pc_client *c, pc_req *r, 
     curl_easy_reset(x->easy); /* keeps live connections and the caches */
   pc_buf_reset(&x->body, PC_BUF_KEEP);
   pc_buf_reset(&x->rhdrs, PC_BUF_KEEP);
-  x->over_limit = x->oom = x->headers_over = 0;
+  x->over_limit = x->oom = x->headers_over = x->headers_done = x->headers_cut = 0;
   x->errbuf[0] = '\0';
   x->max_bytes = c->max_response_bytes;
   const char *why = build_headers(L, ci, r, pi, x, kind);
@@ -522,6 +531,7 @@ typedef struct {
   pc_client *c;
   pc_req *rq;
   int n, done, running;
+  int limit; /* transfers at once for this call (its parallel, at most max_parallel) */
   int blocked; /* a due request waits for a free handle or for a token */
 } pc_batch;
 
@@ -598,14 +608,18 @@ static void failed_transfer(pc_batch *b, int k, pc_xfer *x, CURLcode rc, double 
   pc_req *r = &b->rq[k];
   pc_class cl = classify_curl(rc, x, r);
   if (x->oom) cl.kind = PC_E_NETWORK, cl.retryable = 0;
-  if (cl.retryable && r->retries < c->max_retries) {
-    double wait = backoff(c, L, b->ci, ++r->retries);
+  double wait = cl.retryable && r->retries < c->max_retries ? backoff(c, L, b->ci, r->retries + 1) : 0;
+  if (cl.retryable && r->retries < c->max_retries && now + wait < c->deadline) {
+    r->retries++;
     emit_retry(b, k, wait, curl_easy_strerror(rc), 0);
     schedule(b, k, now, wait);
     return;
   }
+  if (x->headers_cut) cl.kind = PC_E_PROTOCOL;
   if (x->headers_over)
     lua_pushfstring(L, "response headers larger than %d KiB", PC_HEADERS_MAX / 1024);
+  else if (x->headers_cut)
+    lua_pushliteral(L, "the connection closed before the end of the response headers");
   else if (cl.kind == PC_E_LIMIT && (x->over_limit || rc == CURLE_FILESIZE_EXCEEDED))
     lua_pushfstring(L, "response larger than max_response_bytes (%I)", (LUAI_UACINT)c->max_response_bytes);
   else if (x->oom)
@@ -696,6 +710,8 @@ static void complete(pc_batch *b, int k, pc_xfer *x, CURLcode rc) {
   long status = 0;
   curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
   double now = pc_clock(L, b->ci);
+  /* a connection closed inside the header block: libcurl may report the partial answer as done */
+  if (rc == CURLE_OK && !x->headers_done) rc = CURLE_PARTIAL_FILE, x->headers_cut = 1;
   emit_request(b, k, x, rc, status);
   if (rc != CURLE_OK) {
     failed_transfer(b, k, x, rc, now);
@@ -717,12 +733,14 @@ static void complete(pc_batch *b, int k, pc_xfer *x, CURLcode rc) {
     return;
   }
   lua_getfield(L, hi, "retry-after");
-  double ra = pc_retry_after_parse(lua_tostring(L, -1), now);
+  double ra = pc_retry_after_parse(lua_tostring(L, -1), pc_wall_clock(L, b->ci));
   lua_pop(L, 1);
-  if (retryable_status(r, status) && !(ra > c->retry_after_cap) && r->retries < c->max_retries) {
+  int again = retryable_status(r, status) && !(ra > c->retry_after_cap) && r->retries < c->max_retries;
+  double wait = again ? fmax(backoff(c, L, b->ci, r->retries + 1), ra) : 0;
+  if (again && now + wait < c->deadline) { /* a wait past the deadline: the answer stands */
+    r->retries++;
     char reason[64];
     snprintf(reason, sizeof reason, "HTTP %ld", status);
-    double wait = fmax(backoff(c, L, b->ci, ++r->retries), ra);
     emit_retry(b, k, wait, reason, status);
     schedule(b, k, now, wait);
     lua_settop(L, hi - 1);
@@ -733,9 +751,10 @@ static void complete(pc_batch *b, int k, pc_xfer *x, CURLcode rc) {
 
 /* ---- the loop ---- */
 
-static pc_xfer *free_xfer(pc_client *c) {
-  for (int i = 0; i < c->nxfers; i++)
-    if (!c->xfers[i].added) return &c->xfers[i];
+static pc_xfer *free_xfer(pc_batch *b) {
+  if (b->running >= b->limit) return NULL;
+  for (int i = 0; i < b->c->nxfers; i++)
+    if (!b->c->xfers[i].added) return &b->c->xfers[i];
   return NULL;
 }
 
@@ -748,6 +767,12 @@ static void start_due(pc_batch *b) {
   for (int k = 0; k < b->n; k++) {
     pc_req *r = &b->rq[k];
     if (r->state != R_WAITING || r->not_before > now) continue;
+    if (now >= b->c->deadline) {
+      pc_push_error(L, PC_E_TIMEOUT, "the call's deadline passed before this request could start");
+      decorate_error(b, k, 0);
+      finish(b, k, 0);
+      continue;
+    }
     if (r->scope && !pc_token_fresh(L, b->ci, r->scope)) {
       if (b->running > 0) { /* after the running ones finish */
         b->blocked = 1;
@@ -769,7 +794,7 @@ static void start_due(pc_batch *b) {
       }
       now = pc_clock(L, b->ci);
     }
-    pc_xfer *x = free_xfer(b->c);
+    pc_xfer *x = free_xfer(b);
     if (x == NULL) {
       b->blocked = 1;
       return;
@@ -814,7 +839,16 @@ static void drain_messages(pc_batch *b) {
   }
 }
 
-void pc_run(lua_State *L, int ci, int ri) {
+/* Waits for socket activity, at most until the next retry is due and never longer than one
+ * slice, then lets Lua's interrupt hook run (Ctrl-C stops a call within a slice). */
+static void wait_for_transfers(pc_batch *b) {
+  double wait = b->blocked ? PC_WAIT_SLICE : next_due(b) - pc_clock(b->L, b->ci);
+  if (wait > PC_WAIT_SLICE) wait = PC_WAIT_SLICE;
+  curl_multi_poll(b->c->multi, NULL, 0, wait < 0 ? 0 : (int)(wait * 1000), NULL);
+  pc_interruptible(b->L);
+}
+
+void pc_run(lua_State *L, int ci, int ri, int parallel) {
   ci = lua_absindex(L, ci);
   ri = lua_absindex(L, ri);
   pc_batch b = {0};
@@ -822,6 +856,7 @@ void pc_run(lua_State *L, int ci, int ri) {
   b.ci = ci;
   b.c = pc_check_client(L, ci);
   b.n = (int)luaL_len(L, ri);
+  b.limit = parallel > 0 && parallel < b.c->nxfers ? parallel : b.c->nxfers;
   luaL_checkstack(L, 24, NULL);
   lua_createtable(L, b.n, 0);
   b.pi = lua_gettop(L);
@@ -845,13 +880,9 @@ void pc_run(lua_State *L, int ci, int ri) {
       int still = 0;
       curl_multi_perform(b.c->multi, &still);
       drain_messages(&b);
-      if (b.running > 0) {
-        /* wake for the next retry that is due, unless it could not start anyway */
-        double wait = b.blocked ? 1.0 : next_due(&b) - pc_clock(L, ci);
-        long ms = wait > 1.0 ? 1000 : (wait < 0 ? 0 : (long)(wait * 1000));
-        curl_multi_poll(b.c->multi, NULL, 0, (int)ms, NULL);
-      }
-    } else {
+      start_due(&b); /* refill freed slots before waiting: no slot idles for a round trip */
+      if (b.running > 0 && b.done < b.n) wait_for_transfers(&b);
+    } else if (b.done < b.n) {
       double wait = next_due(&b) - pc_clock(L, ci);
       if (wait > 0) pc_sleep(L, ci, wait);
     }

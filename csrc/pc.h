@@ -21,6 +21,7 @@
 #define PC_ERRBODY_MAX 2048
 #define PC_HEADERS_MAX (256 * 1024) /* one response's header block */
 #define PC_BUF_KEEP (1024 * 1024)   /* a transfer buffer grown past this is given back after use */
+#define PC_WAIT_SLICE 0.1           /* the longest blocking wait without returning to Lua (Ctrl-C) */
 
 /* Error kinds: one table keeps the names in one place (see API.md). */
 #define PC_ERROR_KINDS(X) \
@@ -73,6 +74,8 @@ typedef struct {
   int over_limit;          /* the write callback refused more bytes */
   int oom;                 /* an allocation failed inside a callback */
   int headers_over;        /* the header block passed PC_HEADERS_MAX */
+  int headers_done;        /* the blank line that ends the last header block arrived */
+  int headers_cut;         /* the connection closed inside the header block */
   int added;               /* currently added to the multi handle */
   int req;                 /* index of the batch request using it, or -1 */
   char errbuf[CURL_ERROR_SIZE];
@@ -88,6 +91,7 @@ typedef struct {
   double timeout, connect_timeout, low_speed_time;
   double retry_after_cap, backoff_base, backoff_max;
   int max_retries;
+  double deadline; /* of the running call, on pc_clock (HUGE_VAL: none) */
   size_t max_response_bytes;
   unsigned long long rng; /* jitter, unless a random function is injected */
   pc_cert cert;           /* certificate credentials, when given */
@@ -150,9 +154,10 @@ void pc_error_fields_from_body(lua_State *L);
 /* http.c: the transfer engine */
 int pc_l_request(lua_State *L);
 int pc_l_batch(lua_State *L);
-/* Runs reqs (a Lua array at index ri) on client ci; pushes an array of results
+/* Runs reqs (a Lua array at index ri) on client ci, at most parallel at once (0: max_parallel);
+ * pushes an array of results
  * ({response} or {nil, err}). Raises only on misuse or on an error from a user hook. */
-void pc_run(lua_State *L, int ci, int ri);
+void pc_run(lua_State *L, int ci, int ri, int parallel);
 void pc_xfer_release(pc_client *c, pc_xfer *x);
 /* NULL when url may be requested (https, or http to loopback), else the reason it may not. */
 int pc_host_is_loopback(const char *host);
@@ -178,9 +183,16 @@ void pc_cert_free(pc_cert *c);
 /* Pushes a signed client assertion and returns 1, or returns 0 (nothing pushed). */
 int pc_cert_assertion(lua_State *L, pc_cert *c, const char *client_id, const char *aud, double now, const char *jti);
 
-/* core.c */
+/* hooks.c: the client's injected hooks and their defaults */
+double pc_real_now(void);
+void pc_real_sleep(double seconds);
 pc_client *pc_check_client(lua_State *L, int idx);
+/* Scheduling time (monotonic unless a clock is injected) and wall time (Retry-After dates,
+ * assertion times, certificate validity). */
 double pc_clock(lua_State *L, int ci);
+double pc_wall_clock(lua_State *L, int ci);
+/* A call into Lua, where lua.c's interrupt hook (Ctrl-C) can fire. */
+void pc_interruptible(lua_State *L);
 void pc_sleep(lua_State *L, int ci, double seconds);
 double pc_random(lua_State *L, int ci);
 /* Calls on_event with the table at the top (pops it); does nothing without a hook. */
