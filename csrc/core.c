@@ -426,8 +426,18 @@ static int l_sleep(lua_State *L) {
   return 0;
 }
 
+/* client:redact(t): replaces, in every string field of t, each secret the client holds (in
+ * every form it was sent in); returns t. For errors the Lua layer builds from answers. */
+static int l_redact(lua_State *L) {
+  pc_check_client(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  pc_redact_table(L, 1, 2);
+  return 1;
+}
+
 static const luaL_Reg client_methods[] = {
-  {"request", pc_l_request}, {"batch", pc_l_batch}, {"close", l_close}, {NULL, NULL},
+  {"request", pc_l_request}, {"batch", pc_l_batch}, {"redact", l_redact}, {"close", l_close}, {NULL, NULL},
 };
 
 static const luaL_Reg client_meta[] = {

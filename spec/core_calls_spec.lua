@@ -1,0 +1,98 @@
+-- The core's call options (parallel, deadline), its short waits (Ctrl-C), and client:redact.
+local core = require "partnercustomers.core"
+local sandbox = require "spec.helpers.sandbox"
+local helpers = require "spec.helpers.util"
+
+local SCOPE = "partner.customers.read.all"
+
+describe("partnercustomers.core calls", function()
+  local sb
+  setup(function() sb = sandbox.start { count = 4, seed = 5 } end)
+  teardown(function() sb:stop() end)
+  before_each(function()
+    sb:faults {}
+    sb:clear_log()
+  end)
+
+  local function url(i) return sb.url .. "/partner/customers" .. (i and ("?i=" .. i) or "") end
+
+  it("runs at most `parallel` transfers of a call at once, refilling each freed slot", function()
+    local c <close> = core.new { access_token = sb:token(SCOPE), max_parallel = 8 }
+    sb:faults { { type = "slow", delay = 0.2, path = "^/partner/customers$", times = 12 } }
+    local reqs = {}
+    for i = 1, 12 do reqs[i] = { url = url(i), scope = SCOPE } end
+    local t0 = core.now()
+    local results = c:batch(reqs, { parallel = 3 })
+    local elapsed = core.now() - t0
+    for i, r in ipairs(results) do
+      assert.equal(200, r[1].status)
+      assert.matches("i=" .. i .. "$", r[1].url)
+    end
+    -- 4 waves of 0.2 s; with all 8 slots it would be 2 waves
+    assert.is_true(elapsed >= 0.75, "12 requests of 0.2 s, 3 at a time, took " .. elapsed)
+    assert.is_true(elapsed < 12 * 0.2, "the calls ran one after another")
+  end)
+
+  it("refuses a parallel above max_parallel, and unknown call options, as misuse", function()
+    local c <close> = core.new { max_parallel = 4 }
+    assert.error_matches(function() c:batch({}, { parallel = 5 }) end, "max_parallel %(4%)")
+    assert.error_matches(function() c:batch({}, { parallel = 0 }) end, "parallel")
+    assert.error_matches(function() c:request({ url = url() }, { speed = 1 }) end, "unknown call option 'speed'")
+    assert.error_matches(function() c:request({ url = url() }, { deadline = -1 }) end, "deadline")
+  end)
+
+  it("ends a call at its deadline: no retry past it, no request started after it", function()
+    local c <close> = core.new { access_token = sb:token(SCOPE), backoff_base = 5, backoff_max = 5,
+                                 random = function() return 0 end }
+    sb:faults { { type = "status", status = 503, path = "^/partner/customers$", times = 10 } }
+    local t0 = core.now()
+    local res, err = c:request({ url = url(), scope = SCOPE }, { deadline = 1 })
+    assert.is_nil(res)
+    assert.equal(503, err.status) -- the backoff (at least 2.5 s) would end past the deadline
+    assert.equal(1, err.attempts)
+    assert.is_true(core.now() - t0 < 1)
+    sb:faults { { type = "hang", max = 3, path = "^/partner/customers$", times = 1 } }
+    t0 = core.now()
+    res, err = c:request({ url = url(), scope = SCOPE }, { deadline = 0.5 })
+    assert.is_nil(res)
+    assert.equal("timeout", err.kind)
+    assert.is_true(core.now() - t0 < 1.5)
+  end)
+
+  it("stops a hung request within half a second of Ctrl-C (SIGINT to lua5.4)", function()
+    sb:faults { { type = "hang", max = 20, path = "^/partner/customers$", times = 1 } }
+    local script = ("local c = require('partnercustomers.core').new { access_token = %q, timeout = 20 }; " ..
+      "io.stderr:write('started\\n'); c:request { url = %q, scope = %q }"):format(sb:token(SCOPE), url(), SCOPE)
+    local out = os.tmpname()
+    -- the interpreter in the background; SIGINT once the request hangs; the time from the signal
+    -- to the interpreter's exit is what is measured
+    local sh = ([[
+      env -u LD_PRELOAD lua5.4 -e %s 2>%s &
+      pid=$!
+      sleep 1
+      start=$(date +%%s%%N)
+      kill -INT $pid
+      wait $pid
+      rc=$?
+      echo "$rc $(( ($(date +%%s%%N) - start) / 1000000 ))"
+    ]]):format(helpers.shell_quote(script), helpers.shell_quote(out))
+    local p = assert(io.popen("sh -c " .. helpers.shell_quote(sh)))
+    local rc, ms = p:read("a"):match("(%d+) (%d+)")
+    p:close()
+    local stderr = helpers.read(out)
+    os.remove(out)
+    assert.matches("started", stderr)
+    assert.matches("interrupted", stderr)
+    assert.not_equal("0", rc)
+    assert.is_true(tonumber(ms) < 500, "exited " .. ms .. " ms after SIGINT")
+  end)
+
+  it("redacts the client's secrets in a table the Lua layer builds", function()
+    local secret = "s3cr3t-Value+/="
+    local c <close> = core.new { client_credentials = { token_url = sb.token_url, client_id = "id", client_secret = secret } }
+    local t = c:redact { message = "echo " .. secret, request_id = secret, n = 5 }
+    assert.equal("echo [redacted]", t.message)
+    assert.not_matches(secret, t.request_id, 1, true)
+    assert.equal(5, t.n)
+  end)
+end)
