@@ -646,9 +646,10 @@ static void succeeded(pc_batch *b, int k, pc_xfer *x, long status, int hi) {
   lua_setfield(L, -2, "url");
   int ok = 1;
   if (r->decode && x->body.len > 0) {
-    if (!pc_json_decode(L, x->body.p, x->body.len)) {
-      lua_pushfstring(L, "response is not valid JSON (%s)", lua_tostring(L, -1));
-      pc_push_error(L, PC_E_DECODE, lua_tostring(L, -1));
+    pc_json_rc jr = pc_json_decode(L, x->body.p, x->body.len);
+    if (jr != PC_JSON_OK) {
+      lua_pushfstring(L, jr == PC_JSON_TOO_MANY ? "%s" : "response is not valid JSON (%s)", lua_tostring(L, -1));
+      pc_push_error(L, jr == PC_JSON_TOO_MANY ? PC_E_LIMIT : PC_E_DECODE, lua_tostring(L, -1));
       pc_set_int(L, "status", status);
       decorate_error(b, k, hi);
       ok = 0;

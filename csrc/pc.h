@@ -127,10 +127,23 @@ int pc_l_error(lua_State *L);
 int pc_l_is_error(lua_State *L);
 
 /* json.c */
+/* Loads lua-cjson (without relying on a global require) and keeps a private decoder. */
 void pc_json_open(lua_State *L);
-/* Decodes s; pushes the value (nulls removed, integral numbers as integers) and returns 1,
- * or pushes an error message and returns 0. */
-int pc_json_decode(lua_State *L, const char *s, size_t len);
+/* The most values one JSON answer may hold: every object, array, string, number, boolean and
+ * null, an object member counting once (counted before decoding). A value costs at most ~150
+ * bytes once decoded (an object member with a key of its own holding an empty object; an empty
+ * object in an array ~80), so decoding one answer takes at most ~150 MB beside a few copies of
+ * its text, whatever max_response_bytes allows. */
+#define PC_JSON_MAX_VALUES 1000000
+typedef enum {
+  PC_JSON_INVALID = 0, /* not JSON: a message is pushed */
+  PC_JSON_OK = 1,      /* the value is pushed */
+  PC_JSON_TOO_MANY = 2 /* more than PC_JSON_MAX_VALUES, refused before decoding: a message is pushed */
+} pc_json_rc;
+/* Decodes s. The value has no JSON null left (an object loses the field, an array closes up
+ * around it, a top-level null is nil) and its integral numbers are integers. Running out of
+ * memory raises Lua's memory error (it is never blamed on the response). */
+pc_json_rc pc_json_decode(lua_State *L, const char *s, size_t len);
 
 /* util.c: helpers (no HTTP, no OAuth, no client; independent of the C locale) */
 int pc_buf_append(pc_buf *b, const char *p, size_t n);

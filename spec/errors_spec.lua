@@ -1,74 +1,8 @@
 -- The error object (printing it) and the redaction of the client's secrets from errors, against a
--- tiny scripted HTTP server on 127.0.0.1 (a child process) whose answers a case chooses byte for
--- byte: status, headers and body, per path.
+-- scripted HTTP server whose answers a case chooses byte for byte: status, headers and body.
 local core = require "partnercustomers.core"
 local util = require "spec.helpers.util"
-
--- The server: answers every request with answers[path] (or answers["*"]), read from a Lua file
--- the case writes, then closes the connection. It stops when the stop file appears, or after
--- `lifetime` seconds whatever happens.
-local SERVER = [[
-local socket = require "socket"
-local file, lifetime = arg[1], tonumber(arg[2])
-local srv = assert(socket.bind("127.0.0.1", 0))
-srv:settimeout(0.05)
-local _, port = srv:getsockname()
-io.stdout:write(port, "\n")
-io.stdout:flush()
-local deadline = socket.gettime() + lifetime
-local function stopped()
-  local f = io.open(file .. ".stop", "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-while socket.gettime() < deadline and not stopped() do
-  local c = srv:accept()
-  if c then
-    c:settimeout(2)
-    local path, len = "", 0
-    repeat
-      local line = c:receive("*l")
-      path = (line and path == "" and line:match("^%u+ (%S+)")) or path
-      len = tonumber(line and line:lower():match("^content%-length:%s*(%d+)")) or len
-    until not line or line == ""
-    if len > 0 then c:receive(len) end
-    local answers = dofile(file)
-    c:send(answers[path] or answers["*"])
-    c:close()
-  end
-end
-]]
-
-local function start_server()
-  local file, script = os.tmpname(), os.tmpname()
-  util.write(script, SERVER)
-  util.write(file, "return {}")
-  local cmd = ("env -u LD_PRELOAD lua5.4 %s %s 120"):format(util.shell_quote(script), util.shell_quote(file))
-  local proc = assert(io.popen(cmd, "r"))
-  local port = assert(tonumber(proc:read("l")), "the scripted server did not start")
-  local srv = { url = "http://127.0.0.1:" .. port }
-  -- answers: path -> {status, headers (list of lines), body}
-  function srv:answer(answers)
-    local out = { "return {" }
-    for path, a in pairs(answers) do
-      local lines = { ("HTTP/1.1 %d Status"):format(a[1]) }
-      for _, h in ipairs(a[2] or {}) do lines[#lines + 1] = h end
-      lines[#lines + 1] = "Content-Length: " .. #(a[3] or "")
-      lines[#lines + 1] = "Connection: close"
-      local bytes = table.concat(lines, "\r\n") .. "\r\n\r\n" .. (a[3] or "")
-      out[#out + 1] = ("[%q] = %q,"):format(path, bytes)
-    end
-    out[#out + 1] = "}"
-    util.write(file, table.concat(out, "\n"))
-  end
-  function srv:stop()
-    util.write(file .. ".stop", "")
-    proc:read("a") -- returns once the server has seen the stop file and exited
-    proc:close()
-    for _, f in ipairs { file, file .. ".stop", script } do os.remove(f) end
-  end
-  return srv
-end
+local answer_server = require "spec.helpers.answer_server"
 
 local function form_encode(s)
   return (s:gsub("[^%w%-%._~]", function(ch) return ("%%%02X"):format(ch:byte()) end))
@@ -131,7 +65,7 @@ end)
 
 describe("redaction of the client's secrets", function()
   local srv
-  setup(function() srv = start_server() end)
+  setup(function() srv = answer_server.start() end)
   teardown(function() srv:stop() end)
 
   local TOKEN = "tok-" .. ("Zq9"):rep(12)
