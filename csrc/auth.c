@@ -1,7 +1,10 @@
-/* Bearer tokens: a fixed access_token, a token provider function, or OAuth 2.0 client credentials
- * (form POST, secret in the body as the vendors' samples do). Tokens are cached per scope in the
- * client's token table { [scope] = { token = , renew_at = } } and renewed a little before expiry.
- * Tokens live only in that table and in the Authorization header: never in an event or an error. */
+/* Bearer tokens: a fixed access_token, a token provider function, or OAuth 2.0 grants (client
+ * credentials, refresh token). Tokens are cached per scope in the client's token table
+ * { [scope] = { token, gen, renew_at, expires_at } }: gen numbers each token the client got, so
+ * that a 401 drops only the token the failing request carried. This layer builds token requests
+ * and reads their answers; the engine runs them beside the other transfers (it never calls the
+ * engine). Tokens live only in that table and in the Authorization header: never in an event or
+ * an error. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,37 +33,57 @@ static int push_entry(lua_State *L, int ci, const char *scope) {
   return t;
 }
 
-int pc_token_fresh(lua_State *L, int ci, const char *scope) {
-  if (opt_type(L, ci, "access_token") == LUA_TSTRING) return 1;
+pc_token_state pc_token_state_of(lua_State *L, int ci, const char *scope) {
+  if (opt_type(L, ci, "access_token") == LUA_TSTRING) return PC_TOKEN_FRESH;
   if (push_entry(L, ci, scope) != LUA_TTABLE) {
     lua_pop(L, 1);
-    return 0;
+    return PC_TOKEN_NONE;
   }
   lua_getfield(L, -1, "renew_at");
-  int fresh = lua_isnil(L, -1) || pc_clock(L, ci) < lua_tonumber(L, -1);
-  lua_pop(L, 2);
-  return fresh;
+  lua_getfield(L, -2, "expires_at");
+  pc_token_state st = PC_TOKEN_FRESH;
+  if (!lua_isnil(L, -2)) {
+    double now = pc_clock(L, ci);
+    if (now >= lua_tonumber(L, -2)) st = now < lua_tonumber(L, -1) ? PC_TOKEN_RENEW : PC_TOKEN_NONE;
+  }
+  lua_pop(L, 3);
+  return st;
 }
 
-void pc_token_push(lua_State *L, int ci, const char *scope) {
+lua_Integer pc_token_push(lua_State *L, int ci, const char *scope) {
   lua_getiuservalue(L, ci, PC_UV_OPTS);
   if (lua_getfield(L, -1, "access_token") == LUA_TSTRING) {
     lua_remove(L, -2);
-    return;
+    return 0;
   }
   lua_pop(L, 2);
+  lua_Integer gen = 0;
   if (push_entry(L, ci, scope) == LUA_TTABLE) {
+    lua_getfield(L, -1, "gen");
+    gen = lua_tointeger(L, -1);
+    lua_pop(L, 1);
     lua_getfield(L, -1, "token");
     lua_remove(L, -2);
   }
+  return gen;
 }
 
-void pc_token_drop(lua_State *L, int ci, const char *scope) {
+void pc_token_drop(lua_State *L, int ci, const char *scope, lua_Integer gen) {
   lua_getiuservalue(L, ci, PC_UV_TOKENS);
-  lua_pushnil(L);
-  lua_setfield(L, -2, scope);
+  if (lua_getfield(L, -1, scope) == LUA_TTABLE) {
+    lua_getfield(L, -1, "gen");
+    int same = lua_tointeger(L, -1) == gen;
+    lua_pop(L, 2);
+    if (same) {
+      lua_pushnil(L);
+      lua_setfield(L, -2, scope);
+    }
+  } else
+    lua_pop(L, 1);
   lua_pop(L, 1);
 }
+
+int pc_token_has_provider(lua_State *L, int ci) { return opt_type(L, ci, "token") == LUA_TFUNCTION; }
 
 /* expires_in as a number or a decimal string (Entra's v1 endpoint sends "3600"): seconds, or
  * -1 when absent. A value that is present but unusable (zero, negative, hex, garbage, not finite)
@@ -98,12 +121,15 @@ static const char *token_problem(lua_State *L, int idx) {
  * 60 s early, or a tenth of the lifetime when that is shorter. */
 static void cache(lua_State *L, int ci, const char *scope, double expires_in, const char *source) {
   double now = pc_clock(L, ci);
-  lua_createtable(L, 0, 2);
+  pc_client *c = lua_touserdata(L, ci);
+  lua_createtable(L, 0, 4);
   lua_rotate(L, -2, 1);
   lua_setfield(L, -2, "token");
+  pc_set_int(L, "gen", ++c->token_gen);
   if (expires_in >= 0) {
     double margin = fmin(60.0, expires_in / 10);
     pc_set_num(L, "renew_at", now + expires_in - margin);
+    pc_set_num(L, "expires_at", now + expires_in - fmin(5.0, margin)); /* a little slack for the trip */
   }
   lua_getiuservalue(L, ci, PC_UV_TOKENS);
   lua_rotate(L, -2, 1);
@@ -132,7 +158,8 @@ static void add_form(luaL_Buffer *b, const char *k, const char *v) {
   pc_form_encode(b, v, strlen(v));
 }
 
-static int fetch_provider(lua_State *L, int ci, const char *scope) {
+int pc_token_from_provider(lua_State *L, int ci, const char *scope) {
+  ci = lua_absindex(L, ci);
   lua_getiuservalue(L, ci, PC_UV_OPTS);
   lua_getfield(L, -1, "token");
   lua_remove(L, -2);
@@ -338,22 +365,28 @@ static void token_answer_error(lua_State *L, int o, pc_kind kind, const char *me
   pc_set_str(L, "method", "POST");
 }
 
-static int fetch_oauth(lua_State *L, int ci, const char *scope) {
-  int top = lua_gettop(L);
+void pc_token_push_request(lua_State *L, int ci, const char *scope) {
+  ci = lua_absindex(L, ci);
   lua_getiuservalue(L, ci, PC_UV_OPTS);
   int o = lua_gettop(L);
   lua_getfield(L, o, "grant");
   int refresh = strcmp(lua_tostring(L, -1), "refresh_token") == 0;
   lua_pop(L, 1);
-
-  lua_createtable(L, 1, 0); /* reqs */
   push_token_request(L, ci, o, scope, refresh);
-  lua_rawseti(L, -2, 1);
-  pc_run(L, ci, -1, 1);
-  lua_rawgeti(L, -1, 1);
-  lua_rawgeti(L, -1, 1); /* the response, or nil */
-  if (lua_isnil(L, -1)) {
-    lua_rawgeti(L, -2, 2);
+  lua_remove(L, o);
+}
+
+int pc_token_accept(lua_State *L, int ci, const char *scope, int pair) {
+  ci = lua_absindex(L, ci);
+  pair = lua_absindex(L, pair);
+  int top = lua_gettop(L);
+  lua_getiuservalue(L, ci, PC_UV_OPTS);
+  int o = lua_gettop(L);
+  lua_getfield(L, o, "grant");
+  int refresh = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "refresh_token") == 0;
+  lua_pop(L, 1);
+  if (lua_rawgeti(L, pair, 1) == LUA_TNIL) { /* the request failed: its error */
+    lua_rawgeti(L, pair, 2);
     token_refused(L);
     lua_replace(L, top + 1);
     lua_settop(L, top + 1);
@@ -380,14 +413,5 @@ static int fetch_oauth(lua_State *L, int ci, const char *scope) {
   }
   lua_replace(L, top + 1);
   lua_settop(L, top + 1);
-  return 0;
-}
-
-int pc_token_fetch(lua_State *L, int ci, const char *scope) {
-  ci = lua_absindex(L, ci);
-  pc_token_drop(L, ci, scope);
-  if (opt_type(L, ci, "token") == LUA_TFUNCTION) return fetch_provider(L, ci, scope);
-  if (opt_type(L, ci, "grant") == LUA_TSTRING) return fetch_oauth(L, ci, scope);
-  pc_push_error(L, PC_E_AUTH, "the access token was refused and cannot be renewed");
   return 0;
 }

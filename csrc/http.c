@@ -39,6 +39,10 @@ typedef struct {
   int attempts; /* every attempt made */
   int retries;  /* attempts that were retries counted against max_retries */
   int renewed;  /* a 401 has already led to a new token */
+  int token_job; /* a token request the engine added for job_scope (not one of the caller's) */
+  const char *job_scope;
+  lua_Integer token_gen; /* the generation of the token the last attempt carried */
+  int awaiting_token;    /* due, but waits for its scope's token job (not a time to wake for) */
   double not_before;
   pc_rstate state;
 } pc_req;
@@ -319,7 +323,7 @@ static const char *build_headers(lua_State *L, int ci, pc_req *r, int pi, pc_xfe
   lua_settop(L, top);
   if (!ok) return "out of memory building headers";
   if (r->scope) {
-    pc_token_push(L, ci, r->scope);
+    r->token_gen = pc_token_push(L, ci, r->scope);
     size_t n;
     const char *tok = lua_tolstring(L, -1, &n);
     if (tok && !valid_header_value(tok, n)) {
@@ -530,7 +534,9 @@ typedef struct {
   int ci, pi, res, terr; /* client, private tables, results, token errors by scope */
   pc_client *c;
   pc_req *rq;
-  int n, done, running;
+  int n, done, running; /* n: the caller's requests (token jobs come after them) */
+  int total, cap, rqi;  /* requests and token jobs; room in rq; rq's stack index */
+  int jobs;             /* { [scope] = index of its running token job } */
   int limit; /* transfers at once for this call (its parallel, at most max_parallel) */
   int blocked; /* a due request waits for a free handle or for a token */
 } pc_batch;
@@ -553,14 +559,29 @@ static void decorate_error(pc_batch *b, int k, int hi) {
   pc_redact_table(L, b->ci, -1);
 }
 
+/* A token job's result pair (at the top, popped): the token cached, or its error kept for the
+ * requests that wait for that scope. */
+static void job_done(pc_batch *b, int k) {
+  lua_State *L = b->L;
+  const char *scope = b->rq[k].job_scope;
+  lua_pushnil(L);
+  lua_setfield(L, b->jobs, scope);
+  if (!pc_token_accept(L, b->ci, scope, -1)) lua_setfield(L, b->terr, scope);
+  lua_pop(L, 1);
+}
+
 /* Stores the value at the top (a response or an error) as request k's result. */
 static void finish(pc_batch *b, int k, int ok) {
   lua_State *L = b->L;
   lua_createtable(L, 2, 0);
   lua_rotate(L, -2, 1);
   lua_rawseti(L, -2, ok ? 1 : 2);
-  lua_rawseti(L, b->res, k + 1);
   b->rq[k].state = R_DONE;
+  if (b->rq[k].token_job) {
+    job_done(b, k);
+    return;
+  }
+  lua_rawseti(L, b->res, k + 1);
   b->done++;
 }
 
@@ -727,7 +748,7 @@ static void complete(pc_batch *b, int k, pc_xfer *x, CURLcode rc) {
   if (status == 401 && r->scope && !r->renewed && pc_token_renewable(L, b->ci)) {
     /* the token may have been revoked or expired early: a new one, once */
     r->renewed = 1;
-    pc_token_drop(L, b->ci, r->scope);
+    pc_token_drop(L, b->ci, r->scope, r->token_gen); /* only the token this request carried */
     emit_retry(b, k, 0, "HTTP 401: renewing the token", status);
     schedule(b, k, now, 0);
     lua_settop(L, hi - 1);
@@ -759,41 +780,77 @@ static pc_xfer *free_xfer(pc_batch *b) {
   return NULL;
 }
 
-/* Starts every waiting request that is due, as far as free handles allow. Tokens are fetched
- * only while nothing runs, so that the token request can use the engine itself. */
+/* Adds a token job for scope: the grant's token request, run beside the other transfers. */
+static void add_token_job(pc_batch *b, const char *scope) {
+  lua_State *L = b->L;
+  if (b->total == b->cap) { /* grow rq: nothing holds a pointer into it across this call */
+    int cap = b->cap * 2;
+    pc_req *rq = lua_newuserdatauv(L, sizeof(pc_req) * (size_t)cap, 0);
+    memcpy(rq, b->rq, sizeof(pc_req) * (size_t)b->total);
+    lua_replace(L, b->rqi);
+    b->rq = rq, b->cap = cap;
+  }
+  int k = b->total;
+  pc_token_push_request(L, b->ci, scope);
+  parse_request(L, b->ci, -1, &b->rq[k]);
+  lua_pushstring(L, scope);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "job_scope"); /* pinned by the job's private table */
+  b->rq[k].job_scope = lua_tostring(L, -1);
+  lua_pop(L, 1);
+  lua_rawseti(L, b->pi, k + 1);
+  lua_pop(L, 1);
+  b->rq[k].token_job = 1;
+  b->rq[k].state = R_WAITING;
+  b->rq[k].not_before = -HUGE_VAL;
+  lua_pushinteger(L, k);
+  lua_setfield(L, b->jobs, scope);
+  b->total++;
+}
+
+/* Whether request k may start now as far as its token goes: 1 yes; 0 not yet (a token job runs);
+ * -1 it was finished with the error that refused its token. Starts renewals early: a token
+ * past its renewal time is still used while the new one is fetched. */
+static int token_ready(pc_batch *b, int k) {
+  lua_State *L = b->L;
+  const char *scope = b->rq[k].scope;
+  if (scope == NULL) return 1;
+  pc_token_state st = pc_token_state_of(L, b->ci, scope);
+  if (st == PC_TOKEN_FRESH) return 1;
+  int job = lua_getfield(L, b->jobs, scope) != LUA_TNIL;
+  lua_pop(L, 1);
+  if (st == PC_TOKEN_NONE && lua_getfield(L, b->terr, scope) != LUA_TNIL) {
+    finish(b, k, 0); /* one refused token request answers every request with that scope */
+    return -1;
+  }
+  if (st == PC_TOKEN_NONE) lua_pop(L, 1);
+  if (!job && pc_token_has_provider(L, b->ci)) {
+    if (pc_token_from_provider(L, b->ci, scope)) return 1;
+    lua_setfield(L, b->terr, scope);
+    return st == PC_TOKEN_RENEW ? 1 : token_ready(b, k);
+  }
+  if (!job && pc_token_renewable(L, b->ci)) add_token_job(b, scope);
+  return st == PC_TOKEN_RENEW;
+}
+
+/* Starts every waiting request that is due, as far as free handles allow. */
 static void start_due(pc_batch *b) {
   lua_State *L = b->L;
   double now = pc_clock(L, b->ci);
   b->blocked = 0;
-  for (int k = 0; k < b->n; k++) {
-    pc_req *r = &b->rq[k];
-    if (r->state != R_WAITING || r->not_before > now) continue;
+  for (int k = 0; k < b->total; k++) {
+    if (b->rq[k].state != R_WAITING || b->rq[k].not_before > now) continue;
     if (now >= b->c->deadline) {
       pc_push_error(L, PC_E_TIMEOUT, "the call's deadline passed before this request could start");
       decorate_error(b, k, 0);
       finish(b, k, 0);
       continue;
     }
-    if (r->scope && !pc_token_fresh(L, b->ci, r->scope)) {
-      if (b->running > 0) { /* after the running ones finish */
-        b->blocked = 1;
-        continue;
-      }
-      /* one refused token request answers every request of the batch with that scope */
-      int refused = lua_getfield(L, b->terr, r->scope) != LUA_TNIL;
-      if (!refused) {
-        lua_pop(L, 1);
-        if (!pc_token_fetch(L, b->ci, r->scope)) {
-          lua_pushvalue(L, -1);
-          lua_setfield(L, b->terr, r->scope);
-          refused = 1;
-        }
-      }
-      if (refused) {
-        finish(b, k, 0);
-        continue;
-      }
-      now = pc_clock(L, b->ci);
+    int ready = token_ready(b, k);
+    if (ready >= 0) b->rq[k].awaiting_token = ready == 0;
+    if (ready <= 0) {
+      b->blocked |= ready == 0;
+      continue;
     }
     pc_xfer *x = free_xfer(b);
     if (x == NULL) {
@@ -802,7 +859,7 @@ static void start_due(pc_batch *b) {
     }
     push_pi(b, k);
     pc_kind kind = PC_E_NETWORK;
-    const char *fail = start_attempt(L, b->ci, b->c, r, k, lua_gettop(L), x, &kind);
+    const char *fail = start_attempt(L, b->ci, b->c, &b->rq[k], k, lua_gettop(L), x, &kind);
     lua_pop(L, 1);
     if (fail) {
       pc_push_error(L, kind, fail);
@@ -816,8 +873,8 @@ static void start_due(pc_batch *b) {
 
 static double next_due(pc_batch *b) {
   double t = HUGE_VAL;
-  for (int k = 0; k < b->n; k++)
-    if (b->rq[k].state == R_WAITING && b->rq[k].not_before < t) t = b->rq[k].not_before;
+  for (int k = 0; k < b->total; k++)
+    if (b->rq[k].state == R_WAITING && !b->rq[k].awaiting_token && b->rq[k].not_before < t) t = b->rq[k].not_before;
   return t;
 }
 
@@ -861,7 +918,10 @@ void pc_run(lua_State *L, int ci, int ri, int parallel) {
   luaL_checkstack(L, 24, NULL);
   lua_createtable(L, b.n, 0);
   b.pi = lua_gettop(L);
-  b.rq = lua_newuserdatauv(L, sizeof(pc_req) * (size_t)(b.n > 0 ? b.n : 1), 0);
+  b.cap = b.n + 4;
+  b.total = b.n;
+  b.rq = lua_newuserdatauv(L, sizeof(pc_req) * (size_t)b.cap, 0);
+  b.rqi = lua_gettop(L);
   for (int k = 0; k < b.n; k++) {
     lua_rawgeti(L, ri, k + 1);
     parse_request(L, ci, -1, &b.rq[k]);
@@ -873,6 +933,8 @@ void pc_run(lua_State *L, int ci, int ri, int parallel) {
   b.res = lua_gettop(L);
   lua_newtable(L);
   b.terr = lua_gettop(L);
+  lua_newtable(L);
+  b.jobs = lua_gettop(L);
 
   while (b.done < b.n) {
     start_due(&b);

@@ -92,6 +92,7 @@ typedef struct {
   double retry_after_cap, backoff_base, backoff_max;
   int max_retries;
   double deadline; /* of the running call, on pc_clock (HUGE_VAL: none) */
+  lua_Integer token_gen; /* generations of the tokens the client got */
   size_t max_response_bytes;
   unsigned long long rng; /* jitter, unless a random function is injected */
   pc_cert cert;           /* certificate credentials, when given */
@@ -176,14 +177,22 @@ void pc_xfer_release(pc_client *c, pc_xfer *x);
 int pc_host_is_loopback(const char *host);
 const char *pc_url_problem(const char *url, char *host, size_t hostlen);
 
-/* auth.c (called only while no transfer is running, so a token request may use the engine) */
-/* True when the bearer token for scope can be used as it is (no fetch needed). */
-int pc_token_fresh(lua_State *L, int ci, const char *scope);
-/* Fetches and caches a token for scope: returns 1, or pushes an error object and returns 0. */
-int pc_token_fetch(lua_State *L, int ci, const char *scope);
-/* Pushes the token to send for scope (cached, even if stale), or nil. */
-void pc_token_push(lua_State *L, int ci, const char *scope);
-void pc_token_drop(lua_State *L, int ci, const char *scope);
+/* auth.c: tokens. It builds token requests and reads their answers; the engine runs them. */
+typedef enum { PC_TOKEN_NONE, PC_TOKEN_RENEW, PC_TOKEN_FRESH } pc_token_state;
+/* FRESH: use it; RENEW: still usable, but a renewal should start; NONE: none usable. */
+pc_token_state pc_token_state_of(lua_State *L, int ci, const char *scope);
+/* Pushes the token to send for scope (or nil); returns its generation (0 for access_token). */
+lua_Integer pc_token_push(lua_State *L, int ci, const char *scope);
+/* Drops scope's token if it is still generation gen (a 401 for an older one changes nothing). */
+void pc_token_drop(lua_State *L, int ci, const char *scope, lua_Integer gen);
+int pc_token_has_provider(lua_State *L, int ci);
+/* Calls the token provider and caches its token: returns 1, or pushes an error and returns 0. */
+int pc_token_from_provider(lua_State *L, int ci, const char *scope);
+/* Pushes the token request for the client's grant (a request table for the engine). */
+void pc_token_push_request(lua_State *L, int ci, const char *scope);
+/* Reads the token request's result pair ({response} or {nil, err} at index pair) and caches the
+ * token: returns 1, or pushes the error (a refusal is an auth error) and returns 0. */
+int pc_token_accept(lua_State *L, int ci, const char *scope, int pair);
 /* True when a 401 can be answered by fetching a new token. */
 int pc_token_renewable(lua_State *L, int ci);
 /* True when the client has any credentials at all. */

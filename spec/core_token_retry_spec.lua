@@ -142,4 +142,17 @@ describe("token request retries", function()
     assert.equal(3, n)
     assert.equal(3, err.attempts)
   end)
+  it("fetches one token for a wave of 401s: a 401 drops only the token that request carried", function()
+    local c <close> = core.new {
+      client_credentials = { token_url = sb.token_url, client_id = sb.client_id, client_secret = sb.client_secret },
+      max_parallel = 6,
+    }
+    local reqs = {}
+    for i = 1, 6 do reqs[i] = { url = sb.url .. "/partner/customers?i=" .. i, scope = "partner.customers.read.all" } end
+    for _, r in ipairs(c:batch(reqs)) do assert.equal(200, r[1].status) end
+    sb:revoke()
+    sb:clear_log()
+    for _, r in ipairs(c:batch(reqs)) do assert.equal(200, r[1].status) end
+    assert.equal(1, count_path(sb:log(), "/connect/token"))
+  end)
 end)
