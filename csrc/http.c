@@ -658,6 +658,8 @@ static void failed_transfer(pc_batch *b, int k, pc_xfer *x, CURLcode rc, double 
 static void succeeded(pc_batch *b, int k, pc_xfer *x, long status, int hi) {
   lua_State *L = b->L;
   pc_req *r = &b->rq[k];
+  /* the ids the Lua layer copies into its own errors come from here: no secret among them */
+  pc_redact_table(L, b->ci, hi);
   lua_createtable(L, 0, 6);
   pc_set_int(L, "status", status);
   lua_pushvalue(L, hi);

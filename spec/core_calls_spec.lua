@@ -96,3 +96,27 @@ describe("partnercustomers.core calls", function()
     assert.equal(5, t.n)
   end)
 end)
+
+describe("a successful answer's headers", function()
+  local rawpeer = require "spec.helpers.rawpeer"
+  local pc = require "partnercustomers"
+
+  it("never hand a secret to the errors the Lua layer builds from them", function()
+    local peer <close> = rawpeer.start()
+    local token = "issued-Token-4f2a9c77"
+    peer:script {
+      token = { rawpeer.json(200, ('{"access_token":"%s","expires_in":3600}'):format(token)) },
+      api = { rawpeer.json(200, '{"value": "not an array"}',
+                           { "MS-RequestId: " .. token, "MS-CorrelationId: x-" .. token, "MS-CV: " .. token }) },
+    }
+    local ave = pc.avepoint { client_id = "id", client_secret = "secret-Value-93", base_url = peer.url,
+                              token_url = peer.url .. "/token", max_retries = 0 }
+    local res, err = ave:customers()
+    assert.is_nil(res)
+    assert.equal("protocol", err.kind)
+    for k, v in pairs(err) do
+      if type(v) == "string" then assert.not_matches(token, v, 1, true, k) end
+    end
+    assert.not_matches(token, tostring(err), 1, true)
+  end)
+end)
