@@ -21,6 +21,7 @@ local types = {
   gzip_bomb = {keys = {bytes = "size"}, defaults = {bytes = 50 * MiB}},
   repeat_page = {keys = {}},
   wrong_total = {keys = {total = "count"}, required = "total"},
+  no_total = {keys = {delay = "seconds"}, defaults = {delay = 0}},
   next_link = {keys = {link = "string", pad = "size"}, required = "link"},
   stuck_next_link = {keys = {}},
   expire_token = {keys = {}},
@@ -33,6 +34,7 @@ local types = {
 local endpoints_of = {
   repeat_page = {v3 = true},
   wrong_total = {v3 = true},
+  no_total = {v3 = true},
   next_link = {odata = true},
   stuck_next_link = {odata = true},
   expire_token = {v3 = true, odata = true, pc_list = true, pc_org = true},

@@ -134,6 +134,9 @@ local function serve(state, svc, stream)
   else
     send(stream, res, req.method)
   end
+  if req.log_entry then
+    req.log_entry.answered = svc:elapsed() -- with `time`: how long the request was in the server
+  end
   report(state, "%s %s%s -> %s", req.method, req.path, req.query ~= "" and "?" .. req.query or "",
     res.status or res.action)
   if res.action == "shutdown" then

@@ -336,6 +336,11 @@ local function redact_headers(headers, token)
   return out
 end
 
+-- Seconds since the sandbox started, millisecond precision (the log's `time` and `answered`).
+function Service:elapsed()
+  return math.floor((self.clock() - self.started) * 1000 + 0.5) / 1000
+end
+
 function Service:record(req, endpoint)
   local token = self:token_of(req)
   local body = req.body
@@ -347,7 +352,7 @@ function Service:record(req, endpoint)
     method = req.method, path = req.path, query = req.query,
     headers = redact_headers(req.headers, token), body = body,
     token = token and token.serial, onboard_attempt = endpoint == "onboard",
-    time = math.floor((self.clock() - self.started) * 1000 + 0.5) / 1000, -- seconds, ms precision
+    time = self:elapsed(),
   }
   self.log[#self.log + 1] = entry
   return entry
@@ -443,6 +448,7 @@ function Service:v3_page(req, rule, list)
   end
   local total = #list
   if rule and rule.type == "wrong_total" then total = rule.total end
+  if rule and rule.type == "no_total" then total = nil end -- metadata without totalCount
   return reply(200, {data = page, metadata = {pageIndex = index, pageSize = size, totalCount = total}})
 end
 
@@ -557,7 +563,7 @@ function Service:answer(req, route, rule)
   end
   if rule and rule.type == "malformed" then
     res = {status = 200, headers = {["content-type"] = JSON_TYPE}, body = faults.truncate(res.body)}
-  elseif rule and rule.type == "slow" then
+  elseif rule and (rule.type == "slow" or rule.type == "no_total") and rule.delay > 0 then
     res.delay = rule.delay
   end
   return res
