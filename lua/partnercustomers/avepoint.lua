@@ -57,24 +57,38 @@ local page_index = util.number { integer = true, min = 1, max = math.maxinteger,
 local V3_OPTIONS = {
   customer_ids = util.string_array,
   v3 = OPTIONS.v3,
+  deadline = util.deadline,
 }
 local LIST_OPTIONS = {
   max_pages = pager.max_pages,
+  deadline = util.deadline,
 }
 local PAGING_OPTIONS = {
   customer_ids = util.string_array,
   v3 = OPTIONS.v3,
   page_size = page_size,
   max_pages = pager.max_pages,
+  prefetch = util.number { integer = true, min = 0, max = 64 },
+  deadline = util.deadline,
 }
 local ALL_OPTIONS = {
   customer_ids = util.string_array,
   v3 = OPTIONS.v3,
   page_size = page_size,
   max_pages = pager.max_pages,
-  parallel = util.number { integer = true, min = 1, max = 64 },
+  parallel = util.parallel,
   progress = util.func,
+  deadline = util.deadline,
 }
+
+local DEFAULT_PREFETCH = 2
+-- all_customers asks for the pages totalCount announces in batches, each one sliding window of
+-- `parallel` transfers: the first of FIRST_BATCH x parallel pages, each next one of as many pages
+-- as were read before it (so the batches double), MAX_BATCH_PAGES at most. A totalCount larger
+-- than the listing (wrong or hostile) costs at most about as many requests as the pages that were
+-- good, never a batch of millions; a page the pager refuses stops the listing after its batch.
+local FIRST_BATCH = 8
+local MAX_BATCH_PAGES = 1024
 
 local Avepoint = { __name = "partnercustomers.avepoint" }
 local methods = {}
@@ -144,6 +158,8 @@ local function new(opts)
     _prefix = util.parse_url(base).path,
     _on_event = o.on_event,
     _v3 = o.v3 or "get",
+    _max_parallel = o.max_parallel or util.DEFAULT_MAX_PARALLEL,
+    _clock = o.clock or core.now, -- for deadlines that span several core calls
     _closed = false,
     _calls = 0, -- calls running (see util.in_call)
   }, Avepoint)
@@ -232,11 +248,13 @@ end
 ------------------------------------------------------------------------------------------------
 -- /partner/customers
 
--- One page of the OData listing, for the pager.
-local function odata_page(self, cursor)
+-- One page of the OData listing, for the pager; `at`: when the listing must end (or nil).
+local function odata_page(self, cursor, at)
   local req = { method = "GET", url = cursor.url, scope = SCOPE_PARTNER,
                 headers = { Accept = "application/json" }, decode = true }
-  local resp, err = self._client:request(req)
+  local copts = util.call_options(self, at)
+  if not copts then return nil, util.deadline_error(req, "customers") end
+  local resp, err = self._client:request(req, copts)
   if not resp then return nil, err end
   local list, perr = customers_of(resp.data, "value", false, req, resp)
   if not list then return nil, perr end
@@ -244,12 +262,14 @@ local function odata_page(self, cursor)
   return { items = list, req = req, resp = resp, link = link ~= nil and { uri = link } or nil }
 end
 
+-- Pages one after another: each next link comes with the page before it.
 function methods:customers(opts)
   check_self(self, "customers", 2)
   local o = util.options(opts, LIST_OPTIONS, "customers", 2)
+  local at = util.deadline_at(self, o.deadline)
   return util.in_call(self, pager.collect, pager.new {
     first = pager.link_cursor(self._base .. PARTNER_PATH),
-    fetch = function(cursor) return odata_page(self, cursor) end,
+    fetch = function(cursor) return odata_page(self, cursor, at) end,
     on_page = function(index, _, fresh)
       emit_page(self, { page_index = index, customers = fresh })
     end,
@@ -276,12 +296,9 @@ local function v3_request(self, index, size, v3, ids)
            scope = SCOPE_V3, decode = true }
 end
 
--- Fetches one page. Returns the page and, for the pager, {req, resp, size = the page size in
--- effect}, or nil, err.
-local function fetch_page(self, index, size, o)
-  local req = v3_request(self, index, size, o.v3, o.customer_ids)
-  local resp, err = self._client:request(req)
-  if not resp then return nil, err end
+-- Reads the answer `resp` to `req`, page `index` of `size`. Returns the page and, for the pager,
+-- {req, resp, size = the page size in effect}, or nil, err.
+local function read_page(index, size, req, resp)
   local list, perr = customers_of(resp.data, "data", true, req, resp)
   if not list then return nil, perr end
 
@@ -305,7 +322,8 @@ local function fetch_page(self, index, size, o)
   return page, { req = req, resp = resp, size = effective }
 end
 
--- Resolves the v3 call and checks customer_ids against it.
+-- Resolves the v3 call and checks customer_ids against it; o.what names the method, o.at is when
+-- it must end (nil: no deadline).
 local function v3_options(self, opts, spec, what, level)
   local o = util.options(opts, spec, what, level + 1)
   o.v3 = o.v3 or self._v3
@@ -314,6 +332,7 @@ local function v3_options(self, opts, spec, what, level)
            what)
   end
   o.page_size = o.page_size or MAX_PAGE_SIZE
+  o.what, o.at = what, util.deadline_at(self, o.deadline)
   return o
 end
 
@@ -330,8 +349,13 @@ function methods:customer_page(index, size, opts)
   end
   local o = v3_options(self, opts, V3_OPTIONS, "customer_page", 2)
   return util.in_call(self, function()
-    local page, err = fetch_page(self, i, s, o)
-    if not page then return nil, err end
+    local req = v3_request(self, i, s, o.v3, o.customer_ids)
+    local copts = util.call_options(self, o.at)
+    if not copts then return nil, util.deadline_error(req, "customer_page") end
+    local resp, err = self._client:request(req, copts)
+    if not resp then return nil, err end
+    local page, perr = read_page(i, s, req, resp)
+    if not page then return nil, perr end
     emit_page(self, page)
     return page
   end)
@@ -340,16 +364,50 @@ end
 -- The v3 listing shared by pages, each_customer and all_customers (keep_all: every customer is
 -- kept in one table anyway). walk:next() gives fresh customers, {page = the page to give, ...},
 -- is_last. Paging stops at a short page, an empty one, or totalCount.
-local function v3_walk(self, o, keep_all)
-  return pager.new {
+--
+-- Pages are fetched ahead, in batches: when the pager asks for a page that is not there yet,
+-- one client:batch fetches the pages from it on, `window(index, total_known)` of them (never past
+-- the last page the latest totalCount allows, nor past max_pages), `parallel` at a time. The
+-- pager takes them in order and keeps all its guards; pages fetched past the end of the listing
+-- are dropped. A page the pager asks for again (after a failure) is fetched again.
+local function v3_walk(self, o, keep_all, window, parallel)
+  local ahead = {}   -- index -> {req, resp, err}: fetched, not yet given to the pager
+  local last_page    -- ceil(totalCount / page size) of the latest page read, when it had one
+
+  -- Fetches the pages from `index` on; true, or nil and an error.
+  local function fill(index)
+    local to = index + window(index, last_page ~= nil) - 1
+    if last_page then to = math.min(to, last_page) end
+    if o.max_pages then to = math.min(to, o.max_pages) end
+    to = math.max(to, index)
+    ahead = {} -- anything left is stale
+    local reqs = {}
+    for i = index, to do reqs[#reqs + 1] = v3_request(self, i, o.page_size, o.v3, o.customer_ids) end
+    local copts = util.call_options(self, o.at, math.min(parallel, #reqs))
+    if not copts then return nil, util.deadline_error(reqs[1], o.what) end
+    local results = self._client:batch(reqs, copts)
+    for j, r in ipairs(results) do ahead[index + j - 1] = { req = reqs[j], resp = r[1], err = r[2] } end
+    return true
+  end
+
+  local walk = pager.new {
     first = { index = 1 },
     fetch = function(cursor)
-      local page, info = fetch_page(self, cursor.index, o.page_size, o)
+      local index = cursor.index
+      if not ahead[index] then
+        local ok, err = fill(index)
+        if not ok then return nil, err end
+      end
+      local got = ahead[index]
+      ahead[index] = nil
+      if not got.resp then return nil, got.err end
+      local page, info = read_page(index, o.page_size, got.req, got.resp)
       if not page then return nil, info end
+      last_page = page.total_count and (page.total_count + info.size - 1) // info.size or nil
       local full = #page.customers >= info.size
       return { items = page.customers, req = info.req, resp = info.resp, page = page,
                total = page.total_count, size = info.size,
-               next = full and { index = cursor.index + 1 } or nil }
+               next = full and { index = index + 1 } or nil }
     end,
     on_page = function(_, result, fresh)
       result.page.customers = fresh
@@ -357,13 +415,20 @@ local function v3_walk(self, o, keep_all)
     end,
     max_pages = o.max_pages, keep_all = keep_all, noun = "customer",
   }
+  -- the pages fetched past the end are dropped once the listing is over
+  walk.release = function() ahead = {} end
+  return walk
 end
 
 -- The next v3 page of walk: page, is_last; nil at the end (an empty page ends the walk and is
 -- not given); or nil, err.
 local function next_page(walk)
   local fresh, result, last = walk:next()
-  if not fresh then return nil, result end
+  if not fresh then
+    if result == nil then walk.release() end
+    return nil, result
+  end
+  if last then walk.release() end
   if #fresh == 0 then return nil end
   return result.page, last
 end
@@ -374,9 +439,18 @@ local function raise_on_error(page, err)
   return page
 end
 
+-- The walk of an iterator: the first page alone (it tells totalCount), then `prefetch` + 1
+-- pages per batch whenever the pages fetched ahead run out; so at most prefetch + 1 pages wait
+-- in memory besides the one the caller holds.
+local function iterator_walk(self, o)
+  local depth = (o.prefetch or DEFAULT_PREFETCH) + 1
+  return v3_walk(self, o, false, function(index) return index == 1 and 1 or depth end,
+                 math.min(depth, self._max_parallel))
+end
+
 function methods:pages(opts)
   check_self(self, "pages", 2)
-  local walk = v3_walk(self, v3_options(self, opts, PAGING_OPTIONS, "pages", 2), false)
+  local walk = iterator_walk(self, v3_options(self, opts, PAGING_OPTIONS, "pages", 2))
   return function()
     check_open(self, "pages", 2)
     return raise_on_error(util.in_call(self, next_page, walk))
@@ -385,12 +459,13 @@ end
 
 function methods:each_customer(opts)
   check_self(self, "each_customer", 2)
-  local walk = v3_walk(self, v3_options(self, opts, PAGING_OPTIONS, "each_customer", 2), false)
+  local walk = iterator_walk(self, v3_options(self, opts, PAGING_OPTIONS, "each_customer", 2))
   local list, i = {}, 0
   return function()
     check_open(self, "each_customer", 2)
     i = i + 1
     while list[i] == nil do
+      list = {} -- the page given out is not held while the next ones are fetched
       local page = raise_on_error(util.in_call(self, next_page, walk))
       if page == nil then return nil end
       list, i = page.customers, 1
@@ -422,11 +497,19 @@ local function all_of(walk, o)
   end
 end
 
--- Pages one after another for now; `parallel` is accepted for the concurrent version.
+-- Page 1 alone; then the pages its totalCount announces in batches that double (see
+-- FIRST_BATCH), each one sliding window of `parallel` transfers; or, without a usable totalCount,
+-- `parallel` pages per batch until a short or empty page.
 function methods:all_customers(opts)
   check_self(self, "all_customers", 2)
   local o = v3_options(self, opts, ALL_OPTIONS, "all_customers", 2)
-  return util.in_call(self, all_of, v3_walk(self, o, true), o)
+  local parallel = util.parallel_of(self, o, "all_customers", 2)
+  local function window(index, total_known)
+    if index == 1 then return 1 end
+    if not total_known then return parallel end
+    return math.min(MAX_BATCH_PAGES, math.max(FIRST_BATCH * parallel, index - 1))
+  end
+  return util.in_call(self, all_of, v3_walk(self, o, true, window, parallel), o)
 end
 
 function methods:close()

@@ -297,6 +297,70 @@ M.TRANSPORT_OPTIONS = {
   sleep = M.func,
 }
 
+M.DEFAULT_MAX_PARALLEL = 8 -- the core's default max_parallel
+
+------------------------------------------------------------------------------------------------
+-- Call options: parallel and deadline
+
+-- `parallel` of a method: an integer 1..64 here; at most the client's max_parallel is checked by
+-- M.parallel_of, which knows the client.
+M.parallel = M.number { integer = true, min = 1, max = 64 }
+
+M.MAX_DEADLINE = 7 * 86400 -- the core's limit for one call
+
+-- `deadline`: seconds (> 0) for the whole method, every request, token fetch and retry wait of it
+-- included.
+local function deadline(v)
+  if type(v) == "number" and v > 0 and v <= M.MAX_DEADLINE then return v end -- NaN fails
+  return nil, ("a number of seconds > 0 and at most %d"):format(M.MAX_DEADLINE)
+end
+NUMERIC[deadline] = true
+M.deadline = deadline
+
+-- The `parallel` of a method of wrapper w (o.parallel, checked by M.parallel, or the client's
+-- max_parallel): more than the client's max_parallel is misuse at `level`, never a silent cap.
+function M.parallel_of(w, o, what, level)
+  local p = o.parallel
+  if p == nil then return w._max_parallel end
+  if p > w._max_parallel then
+    M.misuse(level + 1, "%s: option 'parallel' must be at most the client's max_parallel, %d (got %d); "
+             .. "give the client a larger max_parallel (up to 64)", what, w._max_parallel, p)
+  end
+  return p
+end
+
+-- The moment (on the client's clock) a method with `seconds` of deadline must end; nil: none.
+function M.deadline_at(w, seconds)
+  if seconds == nil then return nil end
+  return w._clock() + seconds
+end
+
+-- The options of one core call of a method that ends at `at` (nil: no deadline): {parallel =
+-- parallel, deadline = the seconds left}; nil once `at` has passed.
+function M.call_options(w, at, parallel)
+  local copts = { parallel = parallel }
+  if at then
+    local left = at - w._clock()
+    if not (left > 0) then return nil end
+    copts.deadline = math.min(left, M.MAX_DEADLINE)
+  end
+  return copts
+end
+
+-- The `timeout` error of a request `req` that was not made because the method's deadline had
+-- passed (attempts = 0: nothing was sent).
+function M.deadline_error(req, what)
+  return require("partnercustomers.core").error {
+    kind = "timeout",
+    method = req.method,
+    url = req.url,
+    attempts = 0,
+    request_id = req.headers and req.headers["MS-RequestId"] or nil,
+    correlation_id = req.headers and req.headers["MS-CorrelationId"] or nil,
+    message = ("the deadline of %s passed before this request could start"):format(what),
+  }
+end
+
 -- A client's option checkers: the transport options and its own.
 function M.client_options(own)
   local all = {}
