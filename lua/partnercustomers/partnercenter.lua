@@ -38,7 +38,9 @@ local TOKEN_FORMS = {
 
 local CUSTOMERS_PATH = "/v1/customers"
 local MAX_PAGE_SIZE = 500 -- the largest `size` the service takes (and the sandbox's limit)
-local DEFAULT_PARALLEL = 8
+-- organizations with a progress function: lookups in windows of this many times `parallel` ids,
+-- progress reported as each window returns
+local PROGRESS_WINDOW = 8
 
 ------------------------------------------------------------------------------------------------
 -- Checkers
@@ -86,16 +88,18 @@ local OPTIONS = util.client_options {
 }
 
 
-local CALL_OPTIONS = { correlation_id = guid }
+local CALL_OPTIONS = { correlation_id = guid, deadline = util.deadline }
 local ORGANIZATIONS_OPTIONS = {
   correlation_id = guid,
-  parallel = util.number { integer = true, min = 1, max = 64 },
+  parallel = util.parallel,
   progress = util.func,
+  deadline = util.deadline,
 }
 local PAGING_OPTIONS = {
   correlation_id = guid,
   page_size = util.number { integer = true, min = 1, max = MAX_PAGE_SIZE },
   max_pages = pager.max_pages,
+  deadline = util.deadline,
 }
 
 local Partnercenter = { __name = "partnercustomers.partnercenter" }
@@ -206,6 +210,8 @@ local function new(opts)
     _locale = o.locale,
     _correlation_id = o.correlation_id or core.uuid(),
     _on_event = o.on_event,
+    _max_parallel = o.max_parallel or util.DEFAULT_MAX_PARALLEL,
+    _clock = o.clock or core.now, -- for deadlines that span several core calls
     _closed = false,
     _calls = 0, -- calls running (see util.in_call)
   }, Partnercenter)
@@ -296,9 +302,12 @@ function methods:organization(id, opts)
            type(id) == "string" and "got a string that is not one" or util.got(id))
   end
   local o = util.options(opts, CALL_OPTIONS, "organization", 2)
+  local at = util.deadline_at(self, o.deadline)
   return util.in_call(self, function()
     local req = request(self, organization_url(self, id), o.correlation_id)
-    local resp, err = self._client:request(req)
+    local copts = util.call_options(self, at)
+    if not copts then return nil, util.deadline_error(req, "organization") end
+    local resp, err = self._client:request(req, copts)
     if not resp then return nil, err end
     return organization_of(req, resp)
   end)
@@ -324,17 +333,29 @@ local function tenant_ids(ids, level)
   return list
 end
 
--- Looks every id of list up, `parallel` at a time; results[id] = organization or errors[id] = err.
+-- Looks every id of list up; results[id] = organization or errors[id] = err. Without progress,
+-- one client:batch of every id: one sliding window of `parallel` transfers, each freed slot
+-- refilled at once. With progress, windows of PROGRESS_WINDOW x parallel ids, progress called
+-- for each id of a window once it returns (the core's batch cannot report midway).
 local function look_up(self, list, o)
-  local parallel, progress = o.parallel or DEFAULT_PARALLEL, o.progress
+  local parallel, progress = o.parallel, o.progress
   local results, errors = {}, {}
   local total, done = #list, 0
-  for first = 1, total, parallel do
+  local span = progress and PROGRESS_WINDOW * parallel or math.max(total, 1)
+  for first = 1, total, span do
+    local last = math.min(first + span - 1, total)
     local reqs = {}
-    for i = first, math.min(first + parallel - 1, total) do
+    for i = first, last do
       reqs[#reqs + 1] = request(self, organization_url(self, list[i]), o.correlation_id)
     end
-    local answers = self._client:batch(reqs)
+    local copts = util.call_options(self, o.at, math.min(parallel, #reqs))
+    local answers
+    if copts then
+      answers = self._client:batch(reqs, copts)
+    else -- the deadline passed between two windows: the rest are not asked
+      answers = {}
+      for j, req in ipairs(reqs) do answers[j] = { nil, util.deadline_error(req, "organizations") } end
+    end
     for j, answer in ipairs(answers) do
       local id = list[first + j - 1]
       local resp, err = answer[1], answer[2]
@@ -353,6 +374,8 @@ function methods:organizations(ids, opts)
   check_self(self, "organizations", 2)
   local list = tenant_ids(ids, 2)
   local o = util.options(opts, ORGANIZATIONS_OPTIONS, "organizations", 2)
+  o.parallel = util.parallel_of(self, o, "organizations", 2)
+  o.at = util.deadline_at(self, o.deadline)
   return util.in_call(self, look_up, self, list, o)
 end
 
@@ -395,13 +418,17 @@ end
 
 -- The listing shared by customers (keep_all: every customer is kept in one table anyway) and
 -- each_customer: GET /v1/customers?size=N, then links.next until it is absent.
-local function walk(self, o, keep_all)
+-- Pages one after another: each continuation comes with the page before it.
+local function walk(self, o, keep_all, what)
   local first = ("%s%s?size=%d"):format(self._base, CUSTOMERS_PATH, o.page_size or MAX_PAGE_SIZE)
+  local at = util.deadline_at(self, o.deadline)
   return pager.new {
     first = pager.link_cursor(first),
     fetch = function(cursor)
       local req = request(self, cursor.url, o.correlation_id, cursor.headers)
-      local resp, err = self._client:request(req)
+      local copts = util.call_options(self, at)
+      if not copts then return nil, util.deadline_error(req, what) end
+      local resp, err = self._client:request(req, copts)
       if not resp then return nil, err end
       return read_page(req, resp)
     end,
@@ -416,12 +443,12 @@ end
 function methods:customers(opts)
   check_self(self, "customers", 2)
   return util.in_call(self, pager.collect,
-                      walk(self, util.options(opts, PAGING_OPTIONS, "customers", 2), true))
+                      walk(self, util.options(opts, PAGING_OPTIONS, "customers", 2), true, "customers"))
 end
 
 function methods:each_customer(opts)
   check_self(self, "each_customer", 2)
-  local w = walk(self, util.options(opts, PAGING_OPTIONS, "each_customer", 2), false)
+  local w = walk(self, util.options(opts, PAGING_OPTIONS, "each_customer", 2), false, "each_customer")
   local list, i = {}, 0
   return function()
     check_open(self, "each_customer", 2)

@@ -2,7 +2,8 @@
 -- tenants. A pure function over two clients (anything with their methods), so specs can test it
 -- directly; formatting is format.lua's ("report" layout).
 --
---   local rows, err = report.rows(ave, mpc, {page_size = 100, parallel = 8, progress = fn})
+--   local rows, err = report.rows(ave, mpc, {page_size = 100, parallel = 8, progress = fn,
+--                                            deadline = seconds})
 --
 -- One row per (customer, tenant), in the service's order; a customer without tenants gives one row
 -- without Partner Center fields. A row:
@@ -13,6 +14,10 @@
 --   failure = "auth 403" | "http 404" | "network" | …   -- where the lookup failed
 --   error                                               -- the error object of that failure
 -- An AvePoint failure fails the whole report (nil, err); a failed lookup fails only its rows.
+-- `parallel`: lookups at once (default: mpc's max_parallel; more is misuse). `deadline`: seconds
+-- for the whole report: the listing and the lookups share it; a deadline that passes before the
+-- lookups start fails the report with a `timeout` error, and lookups that cannot start in time
+-- fail their rows with one.
 
 local util = require "partnercustomers.util"
 local is_guid = require("partnercustomers.partnercenter").is_guid
@@ -21,8 +26,9 @@ local M = {}
 
 local OPTIONS = {
   page_size = util.number { integer = true, min = 1, max = 100 },
-  parallel = util.number { integer = true, min = 1, max = 64 },
+  parallel = util.parallel,
   progress = util.func,
+  deadline = util.deadline,
 }
 
 -- "auth 403", "http 404", "throttled 429"; the kind alone where no status tells more.
@@ -51,9 +57,24 @@ local function base_row(c)
   }
 end
 
+-- A clock of the clients (anything with their methods: specs pass fakes), for the deadline.
+local function clock_of(ave, mpc)
+  for _, w in ipairs { ave, mpc } do
+    if type(w) == "table" and type(rawget(w, "_clock")) == "function" then return w._clock end
+  end
+  return require("partnercustomers.core").now
+end
+
 function M.rows(ave, mpc, opts)
   local o = util.options(opts, OPTIONS, "report.rows", 2)
-  local customers, err = ave:all_customers { page_size = o.page_size }
+  -- a parallel above the Partner Center client's max_parallel is misuse here, at the caller's line
+  local max = type(mpc) == "table" and rawget(mpc, "_max_parallel")
+  if o.parallel and math.type(max) == "integer" then
+    util.parallel_of(mpc, o, "report.rows", 2)
+  end
+  local clock = clock_of(ave, mpc)
+  local at = o.deadline and clock() + o.deadline
+  local customers, err = ave:all_customers { page_size = o.page_size, deadline = o.deadline }
   if not customers then return nil, err end
 
   local ids, seen = {}, {}
@@ -66,7 +87,18 @@ function M.rows(ave, mpc, opts)
       end
     end
   end
-  local orgs, errors = mpc:organizations(ids, { parallel = o.parallel, progress = o.progress })
+  local left
+  if at then
+    left = at - clock()
+    if not (left > 0) then
+      return nil, require("partnercustomers.core").error {
+        kind = "timeout", method = "GET", url = "(Partner Center lookups)", attempts = 0,
+        message = "the deadline of report.rows passed before the Partner Center lookups could start",
+      }
+    end
+  end
+  local orgs, errors = mpc:organizations(ids, { parallel = o.parallel, progress = o.progress,
+                                               deadline = left })
 
   local rows = {}
   for _, c in ipairs(customers) do
