@@ -84,7 +84,8 @@ local ALL_OPTIONS = {
 local DEFAULT_PREFETCH = 2
 -- all_customers asks for the pages totalCount announces in batches, each one sliding window of
 -- `parallel` transfers: the first of FIRST_BATCH x parallel pages, each next one of as many pages
--- as were read before it (so the batches double), MAX_BATCH_PAGES at most. A totalCount larger
+-- as were read before it (so the batches double), rounded up to a multiple of `parallel` (no
+-- wave of answers half empty at a batch's end), MAX_BATCH_PAGES at most. A totalCount larger
 -- than the listing (wrong or hostile) costs at most about as many requests as the pages that were
 -- good, never a batch of millions; a page the pager refuses stops the listing after its batch.
 local FIRST_BATCH = 8
@@ -507,7 +508,8 @@ function methods:all_customers(opts)
   local function window(index, total_known)
     if index == 1 then return 1 end
     if not total_known then return parallel end
-    return math.min(MAX_BATCH_PAGES, math.max(FIRST_BATCH * parallel, index - 1))
+    local n = math.max(FIRST_BATCH * parallel, index - 1)
+    return math.min(MAX_BATCH_PAGES, (n + parallel - 1) // parallel * parallel)
   end
   return util.in_call(self, all_of, v3_walk(self, o, true, window, parallel), o)
 end
