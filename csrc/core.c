@@ -377,6 +377,7 @@ static int run(lua_State *L, int single) {
   int st = lua_pcall(L, 3, 1, 0);
   c->busy = 0;
   c->deadline = HUGE_VAL;
+  for (int i = 0; i < PC_ORIGINS; i++) c->origins[i].running = 0; /* none runs between calls */
   for (int i = 0; i < PC_MAX_PARALLEL; i++) {
     pc_xfer *x = &c->xfers[i];
     if (x->added) curl_multi_remove_handle(c->multi, x->easy);

@@ -103,6 +103,7 @@ void pc_emit(lua_State *L, int ci) {
     return;
   }
   lua_rotate(L, -2, 1);
+  pc_redact_table(L, ci, -1); /* an event may quote a server (an error text): never a secret */
   lua_call(L, 1, 0);
 }
 

@@ -43,6 +43,7 @@ typedef struct {
   const char *job_scope;
   lua_Integer token_gen; /* the generation of the token the last attempt carried */
   int awaiting_token;    /* due, but waits for its scope's token job (not a time to wake for) */
+  int origin;            /* its slot in the client's origins while it runs */
   double not_before;
   pc_rstate state;
 } pc_req;
@@ -529,6 +530,52 @@ static int retryable_status(const pc_req *r, long s) {
   return s == 408 || s == 429 || s == 500 || s == 502 || s == 503 || s == 504;
 }
 
+/* ---- pacing per origin (AIMD: a throttling answer halves the window and pauses the origin,
+ * each clean answer widens it by 1/window, so by one per window of answers) ---- */
+
+/* The slot of url's origin (scheme://host:port, up to the path), made if needed. */
+static int origin_slot(pc_client *c, const char *url, double now) {
+  const char *p = strstr(url, "://");
+  size_t n = p ? (size_t)(p + 3 - url) + strcspn(p + 3, "/?#") : strlen(url);
+  if (n >= sizeof c->origins[0].name) n = sizeof c->origins[0].name - 1;
+  int oldest = 0;
+  for (int i = 0; i < PC_ORIGINS; i++) {
+    pc_origin *o = &c->origins[i];
+    if (o->name[0] && strlen(o->name) == n && memcmp(o->name, url, n) == 0) {
+      o->used = now;
+      return i;
+    }
+    if (o->running == 0 && o->used < c->origins[oldest].used) oldest = i;
+  }
+  pc_origin *o = &c->origins[oldest];
+  memcpy(o->name, url, n);
+  o->name[n] = '\0';
+  o->window = c->nxfers, o->paused_until = -HUGE_VAL, o->used = now;
+  return oldest;
+}
+
+static void emit_pace(lua_State *L, int ci, pc_origin *o, const char *reason) {
+  lua_createtable(L, 0, 4);
+  pc_set_str(L, "type", "pace");
+  pc_set_str(L, "origin", o->name);
+  pc_set_int(L, "window", (lua_Integer)o->window);
+  pc_set_str(L, "reason", reason);
+  pc_emit(L, ci);
+}
+
+/* An answer from origin slot i: throttled (429, 503: pause every request of the origin until
+ * `until`) or clean (2xx). */
+static void pace(lua_State *L, int ci, pc_client *c, int i, int throttled, double until) {
+  pc_origin *o = &c->origins[i];
+  int before = (int)o->window;
+  if (throttled) {
+    o->window = fmax(1, o->window / 2);
+    o->paused_until = fmax(o->paused_until, until);
+  } else
+    o->window = fmin(c->nxfers, o->window + 1 / o->window);
+  if ((int)o->window != before) emit_pace(L, ci, o, throttled ? "throttled" : "clean answers");
+}
+
 typedef struct {
   lua_State *L;
   int ci, pi, res, terr; /* client, private tables, results, token errors by scope */
@@ -744,6 +791,7 @@ static void complete(pc_batch *b, int k, pc_xfer *x, CURLcode rc) {
   pc_push_headers(L, x->rhdrs.p, x->rhdrs.len);
   int hi = lua_gettop(L);
   if (status >= 200 && status < 300) {
+    pace(L, b->ci, c, r->origin, 0, 0);
     succeeded(b, k, x, status, hi);
     return;
   }
@@ -761,6 +809,8 @@ static void complete(pc_batch *b, int k, pc_xfer *x, CURLcode rc) {
   lua_pop(L, 1);
   int again = retryable_status(r, status) && !(ra > c->retry_after_cap) && r->retries < c->max_retries;
   double wait = again ? fmax(backoff(c, L, b->ci, r->retries + 1), ra) : 0;
+  if (status == 429 || status == 503) /* pause the origin, not only this request */
+    pace(L, b->ci, c, r->origin, 1, now + fmin(fmax(wait, ra), c->retry_after_cap));
   if (again && now + wait < c->deadline) { /* a wait past the deadline: the answer stands */
     r->retries++;
     char reason[64];
@@ -854,6 +904,16 @@ static void start_due(pc_batch *b) {
       b->blocked |= ready == 0;
       continue;
     }
+    int oi = origin_slot(b->c, b->rq[k].url, now);
+    pc_origin *o = &b->c->origins[oi];
+    if (now < o->paused_until) { /* the origin is throttled: every request of it waits */
+      b->rq[k].not_before = o->paused_until;
+      continue;
+    }
+    if (o->running >= (int)o->window) {
+      b->blocked = 1;
+      continue;
+    }
     pc_xfer *x = free_xfer(b);
     if (x == NULL) {
       b->blocked = 1;
@@ -870,6 +930,8 @@ static void start_due(pc_batch *b) {
       continue;
     }
     b->running++;
+    b->rq[k].origin = oi;
+    o->running++;
   }
 }
 
@@ -895,6 +957,7 @@ static void drain_messages(pc_batch *b) {
     b->running--;
     int k = x->req;
     x->req = -1;
+    b->c->origins[b->rq[k].origin].running--;
     complete(b, k, x, rc);
   }
 }

@@ -81,6 +81,17 @@ typedef struct {
   char errbuf[CURL_ERROR_SIZE];
 } pc_xfer;
 
+/* What the client keeps of one origin it talks to (scheme://host:port): a window of transfers
+ * at once, narrowed by throttling answers and widened by clean ones, and a pause. */
+#define PC_ORIGINS 8
+typedef struct {
+  char name[160];
+  double window;       /* transfers at once, 1..max_parallel */
+  double paused_until; /* on pc_clock: no new request to this origin starts before */
+  double used;         /* when it was last used, to reuse the oldest slot */
+  int running;
+} pc_origin;
+
 typedef struct {
   CURLM *multi;
   CURLSH *share;
@@ -93,6 +104,7 @@ typedef struct {
   int max_retries;
   double deadline; /* of the running call, on pc_clock (HUGE_VAL: none) */
   lua_Integer token_gen; /* generations of the tokens the client got */
+  pc_origin origins[PC_ORIGINS];
   size_t max_response_bytes;
   unsigned long long rng; /* jitter, unless a random function is injected */
   pc_cert cert;           /* certificate credentials, when given */

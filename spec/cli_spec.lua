@@ -115,6 +115,9 @@ describe("partnercustomers command line", function()
       local rc, out = run { "customers", "--format", "ndjson", "--parallel", "2" }
       assert.equal(0, rc)
       assert.equal(streamed, out)
+      rc, out = run { "customers", "--format", "ndjson", "--parallel", "24" } -- above the default 8 slots
+      assert.equal(0, rc)
+      assert.equal(streamed, out)
       sb:clear_log()
       rc, out = run { "customers", "--format", "ndjson", "--v3", "batch" }
       assert.equal(0, rc)

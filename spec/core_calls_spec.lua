@@ -52,8 +52,9 @@ describe("partnercustomers.core calls", function()
     assert.equal(1, err.attempts)
     assert.is_true(core.now() - t0 < 1)
     sb:faults { { type = "hang", max = 3, path = "^/partner/customers$", times = 1 } }
+    local fresh <close> = core.new { access_token = sb:token(SCOPE) } -- c's origin is paused by the 503s
     t0 = core.now()
-    res, err = c:request({ url = url(), scope = SCOPE }, { deadline = 0.5 })
+    res, err = fresh:request({ url = url(), scope = SCOPE }, { deadline = 0.5 })
     assert.is_nil(res)
     assert.equal("timeout", err.kind)
     assert.is_true(core.now() - t0 < 1.5)
@@ -67,7 +68,7 @@ describe("partnercustomers.core calls", function()
     -- the interpreter in the background; SIGINT once the request hangs; the time from the signal
     -- to the interpreter's exit is what is measured
     local sh = ([[
-      env -u LD_PRELOAD lua5.4 -e %s 2>%s &
+      env -u LD_PRELOAD LUA_CPATH="./build/?.so;;" lua5.4 -e %s 2>%s &
       pid=$!
       sleep 1
       start=$(date +%%s%%N)
@@ -85,6 +86,33 @@ describe("partnercustomers.core calls", function()
     assert.matches("interrupted", stderr)
     assert.not_equal("0", rc)
     assert.is_true(tonumber(ms) < 500, "exited " .. ms .. " ms after SIGINT")
+  end)
+
+  it("pauses every request of an origin that answered 429 until its Retry-After, and narrows its window", function()
+    local t = helpers.fake_time()
+    local seen = {}
+    local c <close> = core.new { access_token = sb:token(SCOPE), max_parallel = 4, clock = t.clock,
+      sleep = function(s) seen[#seen + 1] = { type = "sleep", wait = s }; t.sleep(s) end,
+      on_event = function(e) seen[#seen + 1] = e end }
+    sb:faults { { type = "status", status = 429, retry_after = 1, path = "^/partner/customers$", times = 1 } }
+    local reqs = {}
+    for i = 1, 12 do reqs[i] = { url = url(i), scope = SCOPE } end
+    for _, r in ipairs(c:batch(reqs)) do assert.equal(200, r[1].status) end
+    local pace_at, sleep_at
+    for i, e in ipairs(seen) do
+      if e.type == "pace" and not pace_at then pace_at = i end
+      if e.type == "sleep" and pace_at and not sleep_at then sleep_at = i end
+    end
+    assert.is_number(pace_at)
+    assert.equal(2, seen[pace_at].window)
+    assert.equal("throttled", seen[pace_at].reason)
+    assert.is_true(seen[sleep_at].wait >= 0.99)
+    -- between the 429 and the pause's end, only the transfers already running may finish
+    local finished = 0
+    for i = pace_at + 1, sleep_at - 1 do
+      if seen[i].type == "request" then finished = finished + 1 end
+    end
+    assert.is_true(finished <= 3, finished .. " requests ran during the pause")
   end)
 
   it("redacts the client's secrets in a table the Lua layer builds", function()

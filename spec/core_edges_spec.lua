@@ -144,7 +144,7 @@ describe("partnercustomers.core at the edges", function()
       io.write(kb)
     ]]):format(sb:token(SCOPE), url(), SCOPE)
     sb:faults { { type = "large", bytes = 5 * 1024 * 1024, path = "^/partner/customers$", times = 8 } }
-    local p = assert(io.popen(("env -u LD_PRELOAD MALLOC_MMAP_THRESHOLD_=131072 lua5.4 -e %q"):format(script)))
+    local p = assert(io.popen(("env -u LD_PRELOAD LUA_CPATH='./build/?.so;;' MALLOC_MMAP_THRESHOLD_=131072 lua5.4 -e %q"):format(script)))
     local kb = tonumber(p:read("a"))
     p:close()
     assert.is_number(kb)

@@ -474,9 +474,11 @@ describe("partnercustomers.core", function()
       assert(c:request { url = sb.url .. V3, scope = SCOPE })
       local types = {}
       for _, e in ipairs(events) do types[#types + 1] = e.type end
-      assert.same({ "request", "token", "request", "retry", "request" }, types)
+      assert.same({ "request", "token", "request", "pace", "retry", "request" }, types)
       assert.equal(503, events[3].status)
-      assert.equal("HTTP 503", events[4].reason)
+      assert.equal(4, events[4].window) -- max_parallel 8, halved by the 503
+      assert.equal("throttled", events[4].reason)
+      assert.equal("HTTP 503", events[5].reason)
       assert.equal(SCOPE, events[2].scope)
       assert.equal(3600, events[2].expires_in)
       assert.equal("integer", math.type(events[2].expires_in))

@@ -270,8 +270,14 @@ local function construct(new, o, prefix, option_env)
   usage("%s", (msg:gsub("option '([%w_]+)'", option_env)))
 end
 
-local function open_client(pc, env)
-  return construct(pc.avepoint, client_options(env), "pc.avepoint", OPTION_ENV)
+-- --parallel N needs a client with at least N transfer slots (max_parallel, 8 by default).
+local function with_slots(o, parallel)
+  if parallel and not o.max_parallel then o.max_parallel = math.max(parallel, 8) end
+  return o
+end
+
+local function open_client(pc, env, parallel)
+  return construct(pc.avepoint, with_slots(client_options(env), parallel), "pc.avepoint", OPTION_ENV)
 end
 
 ------------------------------------------------------------------------------------------------
@@ -362,8 +368,8 @@ local function pc_client_options(env)
   return o
 end
 
-local function open_pc_client(pc, env, on_event)
-  local o = pc_client_options(env)
+local function open_pc_client(pc, env, on_event, parallel)
+  local o = with_slots(pc_client_options(env), parallel)
   o.on_event = on_event
   return construct(pc.partnercenter, o, "pc.partnercenter", PC_OPTION_ENV)
 end
@@ -466,7 +472,7 @@ local function customers(args, env, out, err)
     usage("--page-size, --parallel and --v3 apply to --source avepoint-v3 only")
   end
 
-  local ave <close> = open_client(pc, env)
+  local ave <close> = open_client(pc, env, parallel)
   local terminal = stderr_is_terminal(err)
   local progress <close> = (o["--progress"] or terminal) and progress_reporter(err, terminal) or nil
 
@@ -525,7 +531,7 @@ local function organization(args, env, out, err)
   end
 
   local pc = require "partnercustomers"
-  local mpc <close> = open_pc_client(pc, env)
+  local mpc <close> = open_pc_client(pc, env, nil, parallel)
   local results, errors = mpc:organizations(ids, { parallel = parallel })
   if next(results) ~= nil or next(errors) == nil then -- nothing at all when every lookup failed
     local w = output(fmt, out, "organizations")
@@ -563,8 +569,8 @@ local function report_command(args, env, out, err)
   local parallel = integer(o, "--parallel", 1, 64)
 
   local pc = require "partnercustomers"
-  local ave <close> = open_client(pc, env)
-  local mpc <close> = open_pc_client(pc, env)
+  local ave <close> = open_client(pc, env, parallel)
+  local mpc <close> = open_pc_client(pc, env, nil, parallel)
   local rows, e = report.rows(ave, mpc, { page_size = page_size, parallel = parallel })
   if not rows then
     err:write(line(e), "\n")

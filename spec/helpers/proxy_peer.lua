@@ -51,7 +51,7 @@ function M.start(lifetime)
   end
   function peer:stop()
     -- the peer ends at its deadline; reading to the end waits for that, so close without it
-    os.execute("pkill -f " .. helpers.shell_quote(self.script) .. " >/dev/null 2>&1")
+    os.execute("env -u LD_PRELOAD pkill -f " .. helpers.shell_quote(self.script) .. " >/dev/null 2>&1")
     self.proc:close()
     os.remove(self.file)
     os.remove(self.script)
