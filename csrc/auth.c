@@ -230,22 +230,12 @@ static void set_basic_header(lua_State *L, int o, int hi) {
   lua_getfield(L, o, "client_id");
   lua_getfield(L, o, "client_secret");
   const char *id = lua_tolstring(L, -2, &idn), *secret = lua_tolstring(L, -1, &secn);
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  pc_form_encode(&b, id, idn);
-  luaL_addchar(&b, ':');
-  pc_form_encode(&b, secret, secn);
-  luaL_pushresult(&b);
-  size_t n;
-  const unsigned char *raw = (const unsigned char *)lua_tolstring(L, -1, &n);
-  luaL_Buffer h;
-  char *out = luaL_buffinitsize(L, &h, 4 * ((n + 2) / 3) + 1);
-  luaL_pushresultsize(&h, pc_base64(raw, n, out, 0));
+  pc_push_basic_credential(L, id, idn, secret, secn);
   lua_pushvalue(L, -1);
   lua_setfield(L, o, "basic_credential");
   lua_pushfstring(L, "Basic %s", lua_tostring(L, -1));
   lua_setfield(L, hi, "Authorization");
-  lua_pop(L, 4);
+  lua_pop(L, 3);
 }
 
 static int is_basic(lua_State *L, int o) {

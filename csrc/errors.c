@@ -111,20 +111,11 @@ static void add_basic(lua_State *L, int o, int li) {
     lua_pop(L, 2);
     return;
   }
-  size_t idn, secn, n;
+  size_t idn, secn;
   const char *id = lua_tolstring(L, -2, &idn), *secret = lua_tolstring(L, -1, &secn);
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  pc_form_encode(&b, id, idn);
-  luaL_addchar(&b, ':');
-  pc_form_encode(&b, secret, secn);
-  luaL_pushresult(&b);
-  const unsigned char *raw = (const unsigned char *)lua_tolstring(L, -1, &n);
-  luaL_Buffer h;
-  char *out = luaL_buffinitsize(L, &h, 4 * ((n + 2) / 3) + 1);
-  luaL_pushresultsize(&h, pc_base64(raw, n, out, 0));
-  lua_replace(L, -4);
-  lua_pop(L, 2);
+  pc_push_basic_credential(L, id, idn, secret, secn);
+  lua_replace(L, -3);
+  lua_pop(L, 1);
   add_form(L, li);
 }
 

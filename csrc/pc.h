@@ -167,6 +167,8 @@ void pc_buf_reset(pc_buf *b, size_t keep);
 size_t pc_base64(const unsigned char *p, size_t n, char *out, int url);
 /* application/x-www-form-urlencoded of s[0..n) (unreserved characters kept, the rest %XX). */
 void pc_form_encode(luaL_Buffer *b, const char *s, size_t n);
+/* Pushes the HTTP Basic credential of RFC 6749 2.3.1: base64(form(id) ":" form(secret)). */
+void pc_push_basic_credential(lua_State *L, const char *id, size_t idn, const char *secret, size_t secn);
 /* Writes a random version-4 GUID (36 characters and a NUL); returns 0 without a random source. */
 int pc_uuid(char out[37]);
 

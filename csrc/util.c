@@ -73,6 +73,21 @@ void pc_form_encode(luaL_Buffer *b, const char *s, size_t n) {
   }
 }
 
+void pc_push_basic_credential(lua_State *L, const char *id, size_t idn, const char *secret, size_t secn) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  pc_form_encode(&b, id, idn);
+  luaL_addchar(&b, ':');
+  pc_form_encode(&b, secret, secn);
+  luaL_pushresult(&b);
+  size_t n;
+  const unsigned char *raw = (const unsigned char *)lua_tolstring(L, -1, &n);
+  luaL_Buffer h;
+  char *out = luaL_buffinitsize(L, &h, 4 * ((n + 2) / 3) + 1);
+  luaL_pushresultsize(&h, pc_base64(raw, n, out, 0));
+  lua_remove(L, -2);
+}
+
 int pc_uuid(char out[37]) {
   unsigned char r[16];
   if (RAND_bytes(r, (int)sizeof r) != 1) return 0;
