@@ -528,14 +528,18 @@ describe("partnercustomers.core", function()
   end)
 
   describe("proxy", function()
-    local proxy_peer = require "spec.helpers.proxy_peer"
+    -- the raw peer as a forward proxy that refuses every tunnel: its log shows what reached it
+    local rawpeer = require "spec.helpers.rawpeer"
     local peer
-    before_each(function() peer = proxy_peer.start() end)
+    before_each(function()
+      peer = rawpeer.start()
+      peer:script { api = { rawpeer.then_close(rawpeer.response(403, {}, "")) } }
+    end)
     after_each(function() peer:stop() end)
 
     local function connected_to(host)
-      for _, l in ipairs(peer:lines()) do
-        if l:find("CONNECT " .. host, 1, true) == 1 then return true end
+      for _, r in ipairs(peer:log()) do
+        if r.method == "CONNECT" and r.path == host then return true end
       end
       return false
     end
@@ -570,7 +574,7 @@ describe("partnercustomers.core", function()
       local out = p:read("a")
       p:close()
       assert.equal("404", out)
-      assert.same({}, peer:lines())
+      assert.same({}, peer:log())
     end)
 
     it("reports a dead proxy as a network error", function()
