@@ -18,14 +18,7 @@ describe("partnercustomers.core with Entra ID", function()
   local sb, org_url
   setup(function()
     sb = sandbox.start { count = 8, seed = 5 }
-    -- any tenant the sandbox serves an organization for
-    for id, o in pairs(sb:pc_organizations()) do
-      if o.status == 200 then
-        org_url = sb.url .. "/v1/customers/" .. id .. "/organization"
-        break
-      end
-    end
-    assert(org_url, "the sandbox has no organization to read")
+    org_url = sb:pc_org_url() -- any tenant the sandbox serves an organization for
   end)
   teardown(function() sb:stop() end)
   before_each(function()

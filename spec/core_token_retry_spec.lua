@@ -61,17 +61,11 @@ describe("token request retries", function()
     }
   end
 
-  local function org_url()
-    for id, o in pairs(sb:pc_organizations()) do
-      if o.status == 200 then return sb.url .. "/v1/customers/" .. id .. "/organization" end
-    end
-  end
-
   it("never replays a refresh grant after a dropped exchange or a 500", function()
     local path = path_of(sb.pc_token_url_v2)
     for _, fault in ipairs { { type = "drop" }, { type = "status", status = 500 }, { type = "status", status = 502 } } do
       local c <close> = refresh_client(sb.pc_token_url_v2)
-      local url = org_url()
+      local url = sb:pc_org_url()
       sb:clear_log()
       fault.path, fault.times = pattern(path), 1
       sb:faults { fault }
@@ -87,7 +81,7 @@ describe("token request retries", function()
     local path = path_of(sb.pc_token_url_v2)
     for _, st in ipairs { 429, 503 } do
       local c <close> = refresh_client(sb.pc_token_url_v2)
-      local url = org_url()
+      local url = sb:pc_org_url()
       sb:clear_log()
       sb:faults { { type = "status", status = st, path = pattern(path), times = 1, retry_after = 0 } }
       local res, err = c:request { url = url, scope = PC_SCOPE_V2 }

@@ -12,7 +12,7 @@
 --   sb.pc_tenant, sb.pc_token_url_v2, sb.pc_token_url_v1   -- the Entra-style token endpoints
 --   sb:pc_token()                           -- an app-only Partner Center access token (string)
 --   sb:refresh_token()                      -- a fresh refresh token, as a user's consent gives
---   sb:revoke_refresh_tokens()  sb:pc_organizations()
+--   sb:revoke_refresh_tokens()  sb:pc_organizations()  sb:pc_org_url()
 --   sb:request{method, path, token, headers, body, max_time, compressed}  -- see sandbox.curl
 --   sb:request_start{...} then sandbox.curl_finish(handle)                 -- in the background
 --   sandbox.curl{...}                       -- one curl run: {status, headers, body, exit}
@@ -254,6 +254,14 @@ function Sandbox:refresh_token() return self:admin("POST", "/_sandbox/refresh-to
 function Sandbox:revoke_refresh_tokens() return self:admin("POST", "/_sandbox/revoke-refresh-tokens") end
 -- {[tenant_id] = {status = 200|403, organization = {...}}} (null mails read as absent here)
 function Sandbox:pc_organizations() return self:admin("GET", "/_sandbox/pc/organizations") end
+
+-- The URL of an organization the sandbox serves (status 200); raises when it serves none.
+function Sandbox:pc_org_url()
+  for id, o in pairs(self:pc_organizations()) do
+    if o.status == 200 then return self.url .. "/v1/customers/" .. id .. "/organization" end
+  end
+  error("the sandbox has no organization to read")
+end
 
 -- Waits for the child to exit on its own (idle timeout); returns its exit code.
 function Sandbox:wait()
