@@ -35,8 +35,9 @@ build = {
   type = "builtin",
   modules = {
     ["partnercustomers.core"] = {
-      sources = { "csrc/auth.c", "csrc/cert.c", "csrc/core.c", "csrc/errors.c", "csrc/http.c", "csrc/json.c",
-                  "csrc/response.c", "csrc/util.c", "csrc/hooks.c" },
+      sources = { "csrc/auth.c", "csrc/cert.c", "csrc/core.c", "csrc/errors.c", "csrc/hooks.c", "csrc/json.c",
+                  "csrc/outcome.c", "csrc/policy.c", "csrc/request.c", "csrc/response.c", "csrc/scheduler.c",
+                  "csrc/transport.c", "csrc/util.c" },
       defines = { "_DEFAULT_SOURCE" },
       libraries = { "curl", "ssl", "crypto" },
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },

@@ -396,8 +396,8 @@ static int run(lua_State *L, int single) {
   return 2;
 }
 
-int pc_l_request(lua_State *L) { return run(L, 1); }
-int pc_l_batch(lua_State *L) { return run(L, 0); }
+static int l_request(lua_State *L) { return run(L, 1); }
+static int l_batch(lua_State *L) { return run(L, 0); }
 
 /* core.uuid(): a random (version 4) GUID, as MS-RequestId and MS-CorrelationId want. */
 static int l_uuid(lua_State *L) {
@@ -438,7 +438,7 @@ static int l_redact(lua_State *L) {
 }
 
 static const luaL_Reg client_methods[] = {
-  {"request", pc_l_request}, {"batch", pc_l_batch}, {"redact", l_redact}, {"close", l_close}, {NULL, NULL},
+  {"request", l_request}, {"batch", l_batch}, {"redact", l_redact}, {"close", l_close}, {NULL, NULL},
 };
 
 static const luaL_Reg client_meta[] = {

@@ -38,7 +38,7 @@ static int push_hook(lua_State *L, int ci, const char *k) {
 /* The injected hooks are the caller's code, called between libcurl calls (never inside a
  * callback); an error in them propagates out of the request, and the request is abandoned. */
 /* Seconds on a clock that never steps (scheduling, backoff, token renewal, deadlines). */
-static double mono_now(void) {
+double pc_mono_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + ts.tv_nsec / 1e9;
@@ -55,7 +55,7 @@ static double clock_hook(lua_State *L, int ci, double (*dflt)(void)) {
 }
 
 /* An injected clock serves both: tests give one time line. */
-double pc_clock(lua_State *L, int ci) { return clock_hook(L, ci, mono_now); }
+double pc_clock(lua_State *L, int ci) { return clock_hook(L, ci, pc_mono_now); }
 double pc_wall_clock(lua_State *L, int ci) { return clock_hook(L, ci, pc_real_now); }
 
 /* Ctrl-C: lua.c's SIGINT handler sets a hook that fires on the next call; a call of this from

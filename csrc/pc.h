@@ -81,15 +81,25 @@ typedef struct {
   char errbuf[CURL_ERROR_SIZE];
 } pc_xfer;
 
-/* What the client keeps of one origin it talks to (scheme://host:port): a window of transfers
- * at once, narrowed by throttling answers and widened by clean ones, and a pause. */
+/* What the client keeps of one origin it talks to (scheme://host:port): see policy.c. */
 #define PC_ORIGINS 8
+#define PC_RAMP 0.02         /* s: slow start doubles the requests that may start this often */
+#define PC_RAMP_END 12       /* doublings, after which slow start ends */
+#define PC_RATE_MARGIN 0.97  /* the share of a learned rate that is used */
+#define PC_RATE_GROWTH 0.002 /* a learned rate grows by this share a second without throttling */
 typedef struct {
   char name[160];
   double window;       /* transfers at once, 1..max_parallel */
   double paused_until; /* on pc_clock: no new request to this origin starts before */
   double used;         /* when it was last used, to reuse the oldest slot */
   int running;
+  int ramping, ramp_starts; /* slow start, and the requests started since it began */
+  double born, first;  /* first use; start of the current slow start (on pc_clock) */
+  double rate;         /* requests a second the origin grants (0: none learned) */
+  double burst, tokens, refilled; /* the rate's bucket: size, level, last refill */
+  double throttled_at; /* the last first throttling answer of a pause */
+  double grown;        /* when the rate last grew */
+  double clean;        /* clean answers since throttled_at */
 } pc_origin;
 
 typedef struct {
@@ -179,17 +189,17 @@ double pc_retry_after_parse(const char *v, double now);
 /* Copies code, message and Entra's ids from an error body (at -1) into the error (at -2). */
 void pc_error_fields_from_body(lua_State *L);
 
-/* http.c: the transfer engine */
-int pc_l_request(lua_State *L);
-int pc_l_batch(lua_State *L);
-/* Runs reqs (a Lua array at index ri) on client ci, at most parallel at once (0: max_parallel);
- * pushes an array of results
- * ({response} or {nil, err}). Raises only on misuse or on an error from a user hook. */
-void pc_run(lua_State *L, int ci, int ri, int parallel);
+/* transport.c */
 void pc_xfer_release(pc_client *c, pc_xfer *x);
-/* NULL when url may be requested (https, or http to loopback), else the reason it may not. */
 int pc_host_is_loopback(const char *host);
+/* NULL when url may be requested (https, or http to loopback), else the reason it may not. */
 const char *pc_url_problem(const char *url, char *host, size_t hostlen);
+
+/* scheduler.c: the transfer engine (engine.h has its internals) */
+/* Runs reqs (a Lua array at index ri) on client ci, at most parallel at once (0: max_parallel);
+ * pushes an array of results ({response} or {nil, err}). Raises only on misuse or on an error
+ * from a user hook. */
+void pc_run(lua_State *L, int ci, int ri, int parallel);
 
 /* auth.c: tokens. It builds token requests and reads their answers; the engine runs them. */
 typedef enum { PC_TOKEN_NONE, PC_TOKEN_RENEW, PC_TOKEN_FRESH } pc_token_state;
@@ -221,6 +231,8 @@ int pc_cert_assertion(lua_State *L, pc_cert *c, const char *client_id, const cha
 
 /* hooks.c: the client's injected hooks and their defaults */
 double pc_real_now(void);
+/* Seconds on CLOCK_MONOTONIC, never injected (slow start paces the network, not the caller). */
+double pc_mono_now(void);
 void pc_real_sleep(double seconds);
 pc_client *pc_check_client(lua_State *L, int idx);
 /* Scheduling time (monotonic unless a clock is injected) and wall time (Retry-After dates,

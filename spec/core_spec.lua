@@ -474,10 +474,13 @@ describe("partnercustomers.core", function()
       assert(c:request { url = sb.url .. V3, scope = SCOPE })
       local types = {}
       for _, e in ipairs(events) do types[#types + 1] = e.type end
-      assert.same({ "request", "token", "request", "pace", "retry", "request" }, types)
+      assert.same({ "request", "token", "request", "pace", "retry", "request", "pace" }, types)
       assert.equal(503, events[3].status)
-      assert.equal(4, events[4].window) -- max_parallel 8, halved by the 503
+      assert.equal(1, events[4].window) -- one request was running: halved, at least 1
       assert.equal("throttled", events[4].reason)
+      assert.is_nil(events[4].rate) -- a rate is learned from 429s only
+      assert.equal(2, events[7].window) -- the clean answer widens it again
+      assert.equal("clean answers", events[7].reason)
       assert.equal("HTTP 503", events[5].reason)
       assert.equal(SCOPE, events[2].scope)
       assert.equal(3600, events[2].expires_in)
