@@ -29,7 +29,7 @@ LUA51_TREE ?= /usr/share/lua/5.1
 export LUA_PATH  := ./lua/?.lua;./lua/?/init.lua;./?.lua;;$(LUA51_TREE)/?.lua;$(LUA51_TREE)/?/init.lua
 export LUA_CPATH := ./build/?.so;;
 
-.PHONY: all deps test demo bench clean check-symbols asan valgrind examples
+.PHONY: all deps test demo bench clean check-symbols asan valgrind examples compilers
 
 all: $(SO)
 
@@ -66,6 +66,24 @@ examples: $(SO)
 bench: $(SO)
 	$(LUA) bench/run.lua
 
+# The core under each compiler of COMPILERS with -std=c99 -pedantic -Werror, each build loaded by
+# lua5.4 and checked for its exports; then once more per compiler against the headers of an older
+# libcurl (.ci/curlver-7.81.h: the branches for libcurl before 7.85 compile too).
+COMPILERS    ?= gcc clang
+STRICTFLAGS   = -std=c99 -pedantic -Werror -Wall -Wextra -Wshadow -Wstrict-prototypes \
+                -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
+compilers:
+	@for cc in $(COMPILERS); do \
+	  so=build-cc/$$cc/partnercustomers/core.so; mkdir -p $$(dirname $$so); \
+	  $$cc $(STRICTFLAGS) -O2 -fPIC -fvisibility=hidden $(LUA_CFLAGS) $(CURL_CFLAGS) $(SSL_CFLAGS) $(SRC) \
+	    -o $$so $(LDFLAGS_MOD) $(CURL_LIBS) $(SSL_LIBS) || exit 1; \
+	  exports=$$(nm -D --defined-only $$so | awk '$$2 ~ /[TDB]/ {print $$3}' | grep -v '^_'); \
+	  [ "$$exports" = luaopen_partnercustomers_core ] || { echo "$$cc: unexpected exports: $$exports"; exit 1; }; \
+	  LUA_CPATH="./build-cc/$$cc/?.so;;" $(LUA) -e 'print((require "partnercustomers.core")._VERSION)' >/dev/null || exit 1; \
+	  $$cc $(STRICTFLAGS) -include .ci/curlver-7.81.h $(LUA_CFLAGS) $(CURL_CFLAGS) $(SSL_CFLAGS) -fsyntax-only $(SRC) || exit 1; \
+	  echo "$$cc: -std=c99 -pedantic -Werror clean, loads, exports only luaopen_partnercustomers_core; libcurl 7.81 headers ok"; \
+	done
+
 # The same specs against an ASan+UBSan build of the module, kept in its own directory so that it
 # never replaces the normal build (the interpreter is not instrumented: the runtime is preloaded),
 # with the collector running all the time (pause 0), as luv does, to catch unanchored values.
@@ -86,6 +104,6 @@ valgrind: $(SO)
 	  --suppressions=.ci/valgrind.supp $(LUA) $(BUSTED) $(BUSTED_ARGS)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-cc
 
 include spec/c/checks.mk

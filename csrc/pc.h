@@ -6,6 +6,17 @@
 
 #include <stddef.h>
 #include <curl/curl.h>
+#include <openssl/opensslv.h>
+
+/* The oldest libraries the core builds against (the README states them too): curl_multi_poll is
+ * 7.66; the EVP_PKEY_get_* names and openssl/types.h are OpenSSL 3.0. */
+#if LIBCURL_VERSION_NUM < 0x074200
+#error "partnercustomers needs libcurl 7.66 or later"
+#endif
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
+#error "partnercustomers needs OpenSSL 3.0 or later"
+#endif
+
 #include <openssl/types.h>
 #include "lua.h"
 #include "lauxlib.h"
