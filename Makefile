@@ -29,7 +29,7 @@ LUA51_TREE ?= /usr/share/lua/5.1
 export LUA_PATH  := ./lua/?.lua;./lua/?/init.lua;./?.lua;;$(LUA51_TREE)/?.lua;$(LUA51_TREE)/?/init.lua
 export LUA_CPATH := ./build/?.so;;
 
-.PHONY: all deps test demo bench clean check-symbols asan valgrind examples compilers
+.PHONY: all deps test demo bench clean check-symbols asan valgrind examples compilers rock
 
 all: $(SO)
 
@@ -65,6 +65,22 @@ examples: $(SO)
 
 bench: $(SO)
 	$(LUA) bench/run.lua
+
+# A source rock of the checkout (committed files plus uncommitted changes to them), as
+# `luarocks pack` makes one: the rockspec, with its source pointed at a tarball of the tree, and that
+# tarball. Installs offline: `luarocks --lua-version 5.4 build --local --deps-mode=none NAME.src.rock`.
+ROCKSPEC = $(wildcard partnercustomers-*.rockspec)
+ROCK_NV  = $(ROCKSPEC:.rockspec=)
+ROCK_DIR = $(subst -1.rockspec,,$(ROCKSPEC))
+rock:
+	@[ "$(words $(ROCKSPEC))" = 1 ] || { echo "expected one rockspec, found: $(ROCKSPEC)"; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  tree=$$(git stash create); \
+	  git archive --format=tar.gz --prefix=$(ROCK_DIR)/ -o "$$tmp/$(ROCK_DIR).tar.gz" $${tree:-HEAD} && \
+	  sed -e 's|^  url = .*|  url = "file://'"$$tmp"'/$(ROCK_DIR).tar.gz", dir = "$(ROCK_DIR)",|' -e '/^  tag = /d' \
+	    $(ROCKSPEC) > "$$tmp/$(ROCKSPEC)" && \
+	  (cd "$$tmp" && luarocks --lua-version 5.4 pack $(ROCKSPEC) >/dev/null) && \
+	  cp "$$tmp/$(ROCK_NV).src.rock" . && echo "$(ROCK_NV).src.rock"
 
 # The core under each compiler of COMPILERS with -std=c99 -pedantic -Werror, each build loaded by
 # lua5.4 and checked for its exports; then once more per compiler against the headers of an older
