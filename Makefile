@@ -29,7 +29,7 @@ LUA51_TREE ?= /usr/share/lua/5.1
 export LUA_PATH  := ./lua/?.lua;./lua/?/init.lua;./?.lua;;$(LUA51_TREE)/?.lua;$(LUA51_TREE)/?/init.lua
 export LUA_CPATH := ./build/?.so;;
 
-.PHONY: all deps test demo bench clean check-symbols asan valgrind examples
+.PHONY: all deps test demo bench clean check-symbols asan valgrind examples compilers rock
 
 all: $(SO)
 
@@ -66,6 +66,40 @@ examples: $(SO)
 bench: $(SO)
 	$(LUA) bench/run.lua
 
+# A source rock of the checkout (committed files plus uncommitted changes to them), as
+# `luarocks pack` makes one: the rockspec, with its source pointed at a tarball of the tree, and that
+# tarball. Installs offline: `luarocks --lua-version 5.4 build --local --deps-mode=none NAME.src.rock`.
+ROCKSPEC = $(wildcard partnercustomers-*.rockspec)
+ROCK_NV  = $(ROCKSPEC:.rockspec=)
+ROCK_DIR = $(subst -1.rockspec,,$(ROCKSPEC))
+rock:
+	@[ "$(words $(ROCKSPEC))" = 1 ] || { echo "expected one rockspec, found: $(ROCKSPEC)"; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	  tree=$$(git stash create); \
+	  git archive --format=tar.gz --prefix=$(ROCK_DIR)/ -o "$$tmp/$(ROCK_DIR).tar.gz" $${tree:-HEAD} && \
+	  sed -e 's|^  url = .*|  url = "file://'"$$tmp"'/$(ROCK_DIR).tar.gz", dir = "$(ROCK_DIR)",|' -e '/^  tag = /d' \
+	    $(ROCKSPEC) > "$$tmp/$(ROCKSPEC)" && \
+	  (cd "$$tmp" && luarocks --lua-version 5.4 pack $(ROCKSPEC) >/dev/null) && \
+	  cp "$$tmp/$(ROCK_NV).src.rock" . && echo "$(ROCK_NV).src.rock"
+
+# The core under each compiler of COMPILERS with -std=c99 -pedantic -Werror, each build loaded by
+# lua5.4 and checked for its exports; then once more per compiler against the headers of an older
+# libcurl (.ci/curlver-7.81.h: the branches for libcurl before 7.85 compile too).
+COMPILERS    ?= gcc clang
+STRICTFLAGS   = -std=c99 -pedantic -Werror -Wall -Wextra -Wshadow -Wstrict-prototypes \
+                -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE
+compilers:
+	@for cc in $(COMPILERS); do \
+	  so=build-cc/$$cc/partnercustomers/core.so; mkdir -p $$(dirname $$so); \
+	  $$cc $(STRICTFLAGS) -O2 -fPIC -fvisibility=hidden $(LUA_CFLAGS) $(CURL_CFLAGS) $(SSL_CFLAGS) $(SRC) \
+	    -o $$so $(LDFLAGS_MOD) $(CURL_LIBS) $(SSL_LIBS) || exit 1; \
+	  exports=$$(nm -D --defined-only $$so | awk '$$2 ~ /[TDB]/ {print $$3}' | grep -v '^_'); \
+	  [ "$$exports" = luaopen_partnercustomers_core ] || { echo "$$cc: unexpected exports: $$exports"; exit 1; }; \
+	  LUA_CPATH="./build-cc/$$cc/?.so;;" $(LUA) -e 'print((require "partnercustomers.core")._VERSION)' >/dev/null || exit 1; \
+	  $$cc $(STRICTFLAGS) -include .ci/curlver-7.81.h $(LUA_CFLAGS) $(CURL_CFLAGS) $(SSL_CFLAGS) -fsyntax-only $(SRC) || exit 1; \
+	  echo "$$cc: -std=c99 -pedantic -Werror clean, loads, exports only luaopen_partnercustomers_core; libcurl 7.81 headers ok"; \
+	done
+
 # The same specs against an ASan+UBSan build of the module, kept in its own directory so that it
 # never replaces the normal build (the interpreter is not instrumented: the runtime is preloaded),
 # with the collector running all the time (pause 0), as luv does, to catch unanchored values.
@@ -86,6 +120,6 @@ valgrind: $(SO)
 	  --suppressions=.ci/valgrind.supp $(LUA) $(BUSTED) $(BUSTED_ARGS)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-cc
 
 include spec/c/checks.mk

@@ -13,7 +13,7 @@ description = {
   detailed = [[
 A Lua 5.4 module with a C core on libcurl: customers, backup job status and tenants from
 AvePoint Elements for Partners, with retries, token caching, response caps and secret-free errors.
-The `partnercustomers sandbox` command (a local fake of the API) also needs lua-http.
+The `partnercustomers sandbox` command (a local fake of the API) also needs lua-http and luaossl.
 ]],
   license = "MIT",
   labels = { "http", "api", "msp" },
@@ -24,11 +24,24 @@ dependencies = {
   "lua-cjson >= 2.1",
 }
 
--- Only the library is looked up: Debian keeps curl/curl.h in the multiarch include directory,
--- which LuaRocks does not search but the compiler does.
+-- A libcurl or an OpenSSL under another prefix (CURL_DIR=/opt/curl, OPENSSL_DIR=...) is used whole:
+-- the module compiles with that prefix's headers (incdirs below) and links its libraries. OpenSSL's
+-- header is checked as well as its library; curl's is not, because Debian keeps curl/curl.h in the
+-- multiarch include directory, which LuaRocks does not search (the compiler does).
+-- Minimum versions: libcurl 7.66, OpenSSL 3.0 (csrc/pc.h refuses older headers).
 external_dependencies = {
   CURL = { library = "curl" },
-  OPENSSL = { library = "crypto" },
+  OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
+}
+
+-- What the specs need besides the runtime; the `partnercustomers sandbox` command needs lua-http
+-- (module http, on cqueues) and luaossl (openssl) too. Neither is a dependency of the library: a
+-- user who never starts the sandbox does not need them (Debian: lua-http, lua-luaossl).
+test_dependencies = {
+  "busted >= 2",
+  "http >= 0.4",
+  "luaossl",
+  "luasocket",
 }
 
 build = {
@@ -40,6 +53,7 @@ build = {
                   "csrc/transport.c", "csrc/util.c" },
       defines = { "_DEFAULT_SOURCE" },
       libraries = { "curl", "ssl", "crypto" },
+      incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
     },
     ["partnercustomers"] = "lua/partnercustomers/init.lua",
@@ -63,6 +77,8 @@ build = {
   install = {
     bin = { partnercustomers = "bin/partnercustomers" },
   },
+  -- none: LuaRocks then installs README.md, LICENSE and CHANGELOG.md as the rock's documentation
+  copy_directories = {},
 }
 
 test = {

@@ -1,4 +1,4 @@
-/* The error object of API.md: a plain table with the metatable "partnercustomers.error", and the
+/* The error object of doc/API.md: a plain table with the metatable "partnercustomers.error", and the
  * redaction of the client's secrets from whatever goes into errors and events. */
 #include <string.h>
 #include "pc.h"

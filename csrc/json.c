@@ -1,4 +1,4 @@
-/* JSON into Lua tables with lua-cjson, then normalised to what API.md promises:
+/* JSON into Lua tables with lua-cjson, then normalised to what doc/API.md promises:
  * JSON null never reaches the user (an object's field is absent, an array closes up around it)
  * and integral numbers are Lua integers (lua-cjson 2.1 decodes every number as a float and null
  * as a sentinel light userdata). */

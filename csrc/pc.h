@@ -6,6 +6,17 @@
 
 #include <stddef.h>
 #include <curl/curl.h>
+#include <openssl/opensslv.h>
+
+/* The oldest libraries the core builds against (the README states them too): curl_multi_poll is
+ * 7.66; the EVP_PKEY_get_* names and openssl/types.h are OpenSSL 3.0. */
+#if LIBCURL_VERSION_NUM < 0x074200
+#error "partnercustomers needs libcurl 7.66 or later"
+#endif
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
+#error "partnercustomers needs OpenSSL 3.0 or later"
+#endif
+
 #include <openssl/types.h>
 #include "lua.h"
 #include "lauxlib.h"
@@ -14,6 +25,8 @@
  * (the LuaRocks builtin backend passes none): only luaopen_partnercustomers_core is exported. */
 #pragma GCC visibility push(hidden)
 
+/* The version, written here only: the Lua layer and the CLI take core._VERSION, and
+ * spec/version_spec.lua checks the rockspec and CHANGELOG.md against it. */
 #define PC_VERSION "0.1.0"
 #define PC_CLIENT_MT "partnercustomers.client"
 #define PC_ERROR_MT "partnercustomers.error"
@@ -23,7 +36,7 @@
 #define PC_BUF_KEEP (1024 * 1024)   /* a transfer buffer grown past this is given back after use */
 #define PC_WAIT_SLICE 0.1           /* the longest blocking wait without returning to Lua (Ctrl-C) */
 
-/* Error kinds: one table keeps the names in one place (see API.md). */
+/* Error kinds: one table keeps the names in one place (see doc/API.md). */
 #define PC_ERROR_KINDS(X) \
   X(NETWORK, "network")   \
   X(TIMEOUT, "timeout")   \

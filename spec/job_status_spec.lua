@@ -4,7 +4,7 @@ describe("job_status", function()
   local LABELS = { [0] = "N/A", "Working", "Failed", "Waiting for Configuration",
                    "Multiple Issues Found", "Finished with Exception", "No Backup Update" }
 
-  it("has the labels of API.md, indexed from 0", function()
+  it("has the labels of doc/API.md, indexed from 0", function()
     for code = 0, 6 do assert.equal(LABELS[code], job_status.labels[code]) end
     assert.is_nil(job_status.labels[7])
     assert.equal(6, #job_status.labels)

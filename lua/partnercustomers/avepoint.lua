@@ -194,7 +194,7 @@ local function lower_key(t, key)
   end
 end
 
--- Normalises customer c in place (see API.md); returns nil and a reason when it has the wrong shape.
+-- Normalises customer c in place (see doc/API.md); returns nil and a reason when it has the wrong shape.
 local function normalise(c, v3)
   if not is_object(c) then return nil, "is not an object" end
   local code = c.jobStatus ~= nil and job_status.code(c.jobStatus)

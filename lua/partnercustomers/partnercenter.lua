@@ -82,7 +82,6 @@ local OPTIONS = util.client_options {
   base_url = util.url,
   token_url = util.url,
   locale = locale,
-  -- additions to API.md's list
   token_endpoint = util.one_of { "v2", "v1" },
   correlation_id = guid,
 }

@@ -178,7 +178,8 @@ function M.origin(u)
 end
 
 ------------------------------------------------------------------------------------------------
--- JSON encoding (the core decodes; encoding is needed only for request bodies and output).
+-- JSON encoding: the one encoder of the Lua layer (request bodies, the CLI's output, the sandbox's
+-- answers); the core decodes. Output is the same in every C locale: numbers are written with a dot.
 
 local ESCAPES = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f",
                   ["\n"] = "\\n", ["\r"] = "\\r", ["\t"] = "\\t" }
@@ -211,6 +212,14 @@ local function sorted_keys(t, first)
   return keys
 end
 
+local ARRAY_MT = { __name = "partnercustomers.json.array" }
+
+-- Marks t (or a new table) as a JSON array; without the mark, a table is an array when its keys
+-- are exactly 1..#t, so the mark only matters to say so of a table that may hold other keys.
+function M.json_array(t)
+  return setmetatable(t or {}, ARRAY_MT)
+end
+
 -- True when the keys of t are exactly 1..#t (an empty table included).
 local function is_array(t)
   local len, n = #t, 0
@@ -222,10 +231,13 @@ local function is_array(t)
 end
 M.is_array = is_array
 
--- `first`: keys that come first in every object, in that order (see format.lua).
-local function encode(v, out, first, depth)
+-- `first`: keys that come first in every object, in that order (see format.lua); `null`: a value
+-- written as null (the sandbox's cjson.null), besides nil in an array.
+local function encode(v, out, first, null, depth)
   local t = math.type(v) or type(v)
-  if t == "string" then
+  if v == nil or (null ~= nil and v == null) then
+    out[#out + 1] = "null"
+  elseif t == "string" then
     out[#out + 1] = quote(v)
   elseif t == "integer" then
     out[#out + 1] = ("%d"):format(v)
@@ -241,11 +253,11 @@ local function encode(v, out, first, depth)
     out[#out + 1] = tostring(v)
   elseif t == "table" then
     if depth > 64 then error(PREFIX .. "cannot encode JSON: nested too deeply (a cycle?)", 0) end
-    if is_array(v) then -- an empty table is an array: the empty tables we hold are lists
+    if getmetatable(v) == ARRAY_MT or is_array(v) then -- an empty table is an array: ours are lists
       out[#out + 1] = "["
       for i = 1, #v do
         if i > 1 then out[#out + 1] = "," end
-        encode(v[i], out, first, depth + 1)
+        encode(v[i], out, first, null, depth + 1)
       end
       out[#out + 1] = "]"
     else
@@ -254,7 +266,7 @@ local function encode(v, out, first, depth)
         if i > 1 then out[#out + 1] = "," end
         out[#out + 1] = quote(tostring(k))
         out[#out + 1] = ":"
-        encode(v[k], out, first, depth + 1)
+        encode(v[k], out, first, null, depth + 1)
       end
       out[#out + 1] = "}"
     end
@@ -263,9 +275,9 @@ local function encode(v, out, first, depth)
   end
 end
 
-function M.json_encode(v, first)
+function M.json_encode(v, first, null)
   local out = {}
-  encode(v, out, first, 0)
+  encode(v, out, first, null, 0)
   return table.concat(out)
 end
 
@@ -281,8 +293,7 @@ end
 
 -- The transport options every client takes and hands to the core as they are, checked with the
 -- ranges the core accepts (so that the core never raises from inside this layer). `clock` and
--- `sleep` are additions to API.md's list: injected time, for tests and for callers with their own
--- event loop.
+-- `sleep` are injected time, for tests and for callers with their own event loop.
 M.TRANSPORT_OPTIONS = {
   timeout = M.number { min = 0.001, max = 86400 },
   connect_timeout = M.number { min = 0.001, max = 3600 },
