@@ -447,7 +447,9 @@ static const luaL_Reg client_meta[] = {
 
 static const luaL_Reg funcs[] = {
   {"new", l_new}, {"error", pc_l_error}, {"is_error", pc_l_is_error},
-  {"now", l_now}, {"url_problem", l_url_problem}, {"sleep", l_sleep}, {"uuid", l_uuid}, {NULL, NULL},
+  {"now", l_now}, {"url_problem", l_url_problem}, {"sleep", l_sleep}, {"uuid", l_uuid},
+  {"job_status_code", pc_l_job_status_code}, {"job_status_labels", pc_l_job_status_labels},
+  {"item_key", pc_l_item_key}, {NULL, NULL},
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;

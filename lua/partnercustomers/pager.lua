@@ -17,7 +17,8 @@
 --   local walk = pager.new{first = cursor, fetch = function(cursor) -> result | nil, err, ...}
 --   walk:next() -> fresh_items, result, is_last | nil (the end) | nil, err
 --
--- `result` (from fetch): items (array), req and resp (for error objects), and where the listing
+-- `result` (from fetch): items (array), keys (optional: keys[i] is M.item_key(items[i]) computed
+-- by the core, or false to compute it here), req and resp (for error objects), and where the listing
 -- goes: next (a cursor of the client's, a page index) or link ({uri = raw, headers = raw array}),
 -- or neither on the last page; next_error (an error object: the listing fails after this page);
 -- total and size (totalCount and the page size in effect), when known.
@@ -133,12 +134,14 @@ local function encode(v, out)
   out[#out + 1] = "}"
 end
 
--- What tells an item apart: "#" .. tostring(id) for a non-empty string or a number, else the
--- item's encoding (nil, so never a repeat, for a value no JSON decoder gives).
+-- What tells an item apart: its id (a non-empty string or a number), as core.item_key gives it,
+-- else "\0" .. the item's encoding (no key of an id starts with NUL); nil, so never a repeat, for
+-- a value no JSON decoder gives.
+local id_key = core.item_key
 function M.item_key(item)
-  local id = type(item) == "table" and item.id or nil
-  if (type(id) == "string" and id ~= "") or type(id) == "number" then return "#" .. tostring(id) end
-  local out = {}
+  local k = id_key(item)
+  if k then return k end
+  local out = { "\0" }
   if pcall(encode, item, out) then return table.concat(out) end
   return nil
 end
@@ -184,30 +187,34 @@ function Pager:before_fetch()
   end
 end
 
-function Pager:seen_before(k)
-  if self.seen then return self.seen[k] end
-  return self.recent[k] or self.older[k] or self.checkpoint[k]
-end
-
--- The items of `result` not seen before, or nil and a protocol error when there is none.
+-- The items of `result` not seen before (the items table itself when all are), or nil and a
+-- protocol error when there is none.
 function Pager:take(result)
-  local items, fresh, here = result.items, {}, {}
-  for _, item in ipairs(items) do
-    local k = M.item_key(item)
-    if k == nil or not (here[k] or self:seen_before(k)) then fresh[#fresh + 1] = item end
-    if k then here[k] = true end
+  local items, keys = result.items, result.keys
+  local seen, recent, older, checkpoint = self.seen, self.recent, self.older, self.checkpoint
+  -- with keep_all, `seen` takes the keys as they come (a repeat within the page included)
+  local here = seen or {}
+  local fresh, n = nil, #items
+  for i = 1, n do
+    local k = keys and keys[i] or M.item_key(items[i])
+    local old = k ~= nil and (here[k] or not seen and (recent[k] or older[k] or checkpoint[k]))
+    if old then
+      fresh = fresh or table.move(items, 1, i - 1, 1, {})
+    elseif fresh then
+      fresh[#fresh + 1] = items[i]
+    end
+    if k ~= nil then here[k] = true end
   end
+  fresh = fresh or items
   local last = not (result.next or result.link or result.next_error)
-  if #fresh == 0 and (#items > 0 or not last) then
+  if #fresh == 0 and (n > 0 or not last) then
     return nil, util.answer_error("protocol", result.req, result.resp,
       "page %d brings no new %s: the paging does not advance", self.read + 1, self.o.noun)
   end
-  if self.seen then
-    for k in pairs(here) do self.seen[k] = true end
-  else
+  if not seen then
     self.older, self.recent = self.recent, here
-    local n = self.read + 1
-    if n & (n - 1) == 0 then self.checkpoint = here end -- n is a power of two
+    local p = self.read + 1
+    if p & (p - 1) == 0 then self.checkpoint = here end -- p is a power of two
   end
   return fresh
 end
