@@ -643,6 +643,11 @@ static void shape_answer(lua_State *L, int shape) {
     lua_pushvalue(L, data);
     normalise(L);
     lua_pop(L, 1);
+    if (is_null(L, -1)) { /* a null list: absent */
+      lua_pop(L, 1);
+      lua_pushnil(L);
+      has = 0;
+    }
     if (has) {
       lua_pushvalue(L, -1);
       lua_setfield(L, data, field);
