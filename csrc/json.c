@@ -113,25 +113,34 @@ static void integral(lua_State *L) {
   }
 }
 
-static void normalise(lua_State *L);
+/* scalars, when not NULL, counts the nulls and numbers met (see count_scalars). */
+static void normalise(lua_State *L, size_t *scalars);
+
+static void count(size_t *scalars) {
+  if (scalars) ++*scalars;
+}
 
 /* The value at the top (not null), normalised in place. */
-static void normalise_value(lua_State *L) {
-  if (lua_istable(L, -1)) normalise(L);
-  else integral(L);
+static void normalise_value(lua_State *L, size_t *scalars) {
+  if (lua_istable(L, -1)) normalise(L, scalars);
+  else if (lua_type(L, -1) == LUA_TNUMBER) {
+    count(scalars);
+    integral(L);
+  }
 }
 
 /* A JSON array (the table at the top, items 1..n, nulls among them): the other items close up,
  * in order, so that it stays a sequence. Only existing slots are written: nothing allocated. */
-static void normalise_array(lua_State *L, lua_Integer n) {
+static void normalise_array(lua_State *L, lua_Integer n, size_t *scalars) {
   lua_Integer kept = 0;
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, -1, i);
     if (is_null(L, -1)) {
+      count(scalars);
       lua_pop(L, 1);
       continue;
     }
-    normalise_value(L);
+    normalise_value(L, scalars);
     lua_rawseti(L, -2, ++kept);
   }
   for (lua_Integer i = kept + 1; i <= n; i++) {
@@ -141,24 +150,29 @@ static void normalise_array(lua_State *L, lua_Integer n) {
 }
 
 /* A JSON object (the table at the top): null fields removed, the others normalised. */
-static void normalise_object(lua_State *L) {
+static void normalise_object(lua_State *L, size_t *scalars) {
   lua_pushnil(L);
   while (lua_next(L, -2)) {
-    if (is_null(L, -1)) {
+    int t = lua_type(L, -1);
+    if (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) {
+      count(scalars);
       lua_pop(L, 1);
       lua_pushvalue(L, -1);
       lua_pushnil(L); /* assigning nil to an existing field during lua_next is allowed */
       lua_rawset(L, -4);
       continue;
     }
-    if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
-      integral(L);
-      lua_pushvalue(L, -2);
-      lua_insert(L, -2);
-      lua_rawset(L, -4); /* an existing field */
-      continue;
+    if (t == LUA_TNUMBER) {
+      count(scalars);
+      if (!lua_isinteger(L, -1)) {
+        integral(L);
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4); /* an existing field */
+        continue;
+      }
     }
-    if (lua_istable(L, -1)) normalise(L);
+    if (t == LUA_TTABLE) normalise(L, scalars);
     lua_pop(L, 1);
   }
 }
@@ -166,11 +180,11 @@ static void normalise_object(lua_State *L) {
 /* Normalises the table at the top, in place (depth is bounded by cjson's max depth). cjson makes
  * a JSON array a table with items 1..n (a null is a value, so no holes) and an object a table
  * with string keys only: a table with an item 1 is an array. */
-static void normalise(lua_State *L) {
+static void normalise(lua_State *L, size_t *scalars) {
   luaL_checkstack(L, 6, "JSON nested too deeply");
   lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-  if (n > 0) normalise_array(L, n);
-  else normalise_object(L);
+  if (n > 0) normalise_array(L, n, scalars);
+  else normalise_object(L, scalars);
 }
 
 /* ---- job statuses (the one table of them: job_status.lua reads it through the core) ---- */
@@ -337,8 +351,9 @@ int pc_json_shape(const char *name) {
 }
 
 /* Strings pushed once per answer (so that no field access interns a name), in this order. */
-static const char *const names[] = {"id", "name", "jobStatus", "jobStatusCode", "managementMode", "tenants"};
-enum { N_ID, N_NAME, N_JOBSTATUS, N_JOBSTATUSCODE, N_MANAGEMENTMODE, N_TENANTS, N_LABELS };
+static const char *const names[] = {"id", "name", "jobStatus", "jobStatusCode", "managementMode", "tenants",
+                                    "organization", "ownerEmail", "countryOrRegion"};
+enum { N_ID, N_NAME, N_JOBSTATUS, N_JOBSTATUSCODE, N_MANAGEMENTMODE, N_TENANTS, N_OTHERS, N_LABELS = N_OTHERS + 3 };
 
 typedef struct {
   int names;           /* stack index of names[0]; the job labels follow them */
@@ -432,7 +447,7 @@ static int as_object(lua_State *L) {
     return 0;
   }
   if (lua_rawlen(L, -1) == 0) return 1;
-  normalise(L);
+  normalise(L, NULL);
   return lua_rawlen(L, -1) == 0;
 }
 
@@ -444,7 +459,7 @@ static const char *shape_tenant(lua_State *L, const shape_ctx *cx) {
   while (lua_next(L, t)) {
     if (plain_field(L, t)) continue;
     if (lua_type(L, -2) == LUA_TSTRING) name_of(L, -2, &variant);
-    if (lua_istable(L, -1)) normalise(L);
+    if (lua_istable(L, -1)) normalise(L, NULL);
     lua_pop(L, 1);
   }
   if (variant) {
@@ -459,7 +474,7 @@ static const char *shape_tenants(lua_State *L, const shape_ctx *cx) {
   if (!lua_istable(L, -1)) return "has tenants that are not an array";
   lua_Integer n = (lua_Integer)lua_rawlen(L, -1), kept = 0;
   if (n == 0) { /* an empty array, or an object: not empty once normalised */
-    normalise(L);
+    normalise(L, NULL);
     lua_pushnil(L);
     if (!lua_next(L, -2)) return NULL;
     lua_pop(L, 2);
@@ -472,7 +487,7 @@ static const char *shape_tenants(lua_State *L, const shape_ctx *cx) {
       lua_pop(L, 1);
       continue;
     }
-    if (why) normalise_value(L);
+    if (why) normalise_value(L, NULL);
     else why = shape_tenant(L, cx);
     lua_rawseti(L, -2, ++kept);
   }
@@ -494,19 +509,19 @@ static const char *shape_field(lua_State *L, int c, const shape_ctx *cx, int whi
         lua_pushvalue(L, cx->names + N_LABELS + *code);
         set_field(L, c, lua_gettop(L) - 2);
       } else if (lua_istable(L, -1))
-        normalise(L);
+        normalise(L, NULL);
       return NULL;
     case N_MANAGEMENTMODE:
       if (lua_type(L, -1) == LUA_TSTRING && to_integer(L, -1, &i)) {
         lua_pushinteger(L, i);
         set_field(L, c, lua_gettop(L) - 2);
       } else if (lua_istable(L, -1))
-        normalise(L);
+        normalise(L, NULL);
       return NULL;
     case N_TENANTS:
       return shape_tenants(L, cx);
     default:
-      if (lua_istable(L, -1)) normalise(L);
+      if (lua_istable(L, -1)) normalise(L, NULL);
       return NULL;
   }
 }
@@ -526,7 +541,7 @@ static const char *shape_customer(lua_State *L, const shape_ctx *cx) {
       const char *w = shape_field(L, c, cx, which, &code);
       if (!why) why = w;
     } else if (lua_istable(L, -1))
-      normalise(L);
+      normalise(L, NULL);
     lua_pop(L, 1);
   }
   if (code >= 0) {
@@ -556,7 +571,7 @@ static const char *shape_list(lua_State *L, const shape_ctx *cx, lua_Integer n, 
       continue;
     }
     kept++;
-    if (why) normalise_value(L);
+    if (why) normalise_value(L, NULL);
     else if ((why = shape_customer(L, cx)) != NULL)
       *at = kept;
     else {
@@ -592,7 +607,7 @@ static const char *shape_items(lua_State *L, const shape_ctx *cx, lua_Integer *a
   }
   lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
   if (n == 0) {
-    normalise(L);
+    normalise(L, NULL);
     lua_pushnil(L);
     if (lua_next(L, -2)) {
       lua_pop(L, 2);
@@ -609,20 +624,214 @@ static const char *shape_items(lua_State *L, const shape_ctx *cx, lua_Integer *a
   return why;
 }
 
-/* The answer at the top for shape `shape`: normalised, and its customers shaped in the same
- * pass. Pushes the report {items = the customers, keys = their keys} or {problem = message}. */
-static void shape_answer(lua_State *L, int shape) {
+/* ---- the fast path of a shape ---- */
+
+/* The nulls and numbers of the JSON text s[0..n) (outside strings). Each one is a value of the
+ * decoded tree, so a pass that met as many met them all: then no other field needs a look. (A
+ * repeated key leaves one value for two in the text: such a pass is never complete.) */
+static size_t count_scalars(const char *s, size_t n) {
+  size_t c = 0;
+  const char *p = s, *end = s + n;
+  while (p < end) {
+    char ch = *p++;
+    if (ch == '"') {
+      for (;;) { /* to the closing quote: one not escaped by an odd number of backslashes */
+        const char *q = memchr(p, '"', (size_t)(end - p)), *b = q;
+        if (q == NULL) return c;
+        while (b > p && b[-1] == '\\') b--;
+        p = q + 1;
+        if (((q - b) & 1) == 0) break;
+      }
+    } else if (ch == 'n')
+      c++;
+    else if ((ch >= '0' && ch <= '9') || ch == '-') {
+      c++;
+      while (p < end && ((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e' || *p == 'E' || *p == '+' || *p == '-')) p++;
+    }
+  }
+  return c;
+}
+
+/* Pushes t[names[which]], normalised (a null removed from t: nil), counting its scalars;
+ * returns its type. */
+static int fast_get(lua_State *L, int t, const shape_ctx *cx, int which, size_t *scalars) {
+  int key = cx->names + which;
+  lua_pushvalue(L, key);
+  int ty = lua_rawget(L, t);
+  if (ty == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) {
+    ++*scalars;
+    lua_pushvalue(L, key);
+    lua_pushnil(L);
+    lua_rawset(L, t);
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    return LUA_TNIL;
+  }
+  if (ty == LUA_TNUMBER) {
+    ++*scalars;
+    if (!lua_isinteger(L, -1)) {
+      integral(L);
+      lua_pushvalue(L, -1);
+      set_field(L, t, key);
+    }
+  } else if (ty == LUA_TTABLE)
+    normalise(L, scalars);
+  return ty;
+}
+
+/* Whether t (at the top) has a key other than names[which] that spells it in another case. */
+static int has_variant(lua_State *L, int which) {
+  size_t want = strlen(names[which]);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    size_t n;
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &n) : NULL;
+    int same = k != NULL && n == want;
+    for (size_t i = 0; same && i < n; i++) same = (k[i] >= 'A' && k[i] <= 'Z' ? k[i] | 0x20 : k[i]) == names[which][i];
+    lua_pop(L, 1);
+    if (same) {
+      lua_pop(L, 1);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* The tenants (a table, at the top) on the fast path: 0 when they need the full pass. */
+static int fast_tenants(lua_State *L, const shape_ctx *cx, size_t *scalars) {
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  if (n == 0) {
+    lua_pushnil(L);
+    if (!lua_next(L, -2)) return 1;
+    lua_pop(L, 2);
+    return 0;
+  }
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, -1, i) != LUA_TTABLE || lua_rawlen(L, -1) > 0) {
+      lua_pop(L, 1);
+      return 0;
+    }
+    int t = lua_gettop(L);
+    int id = fast_get(L, t, cx, N_ID, scalars), name = fast_get(L, t, cx, N_NAME, scalars);
+    lua_pop(L, 2);
+    int ok = !(id == LUA_TNIL && has_variant(L, N_ID)) && !(name == LUA_TNIL && has_variant(L, N_NAME));
+    lua_pop(L, 1);
+    if (!ok) return 0;
+  }
+  return 1;
+}
+
+/* One customer (at the top) on the fast path: its fields of names[] looked up, not traversed;
+ * 0 when it needs the full pass. */
+static int fast_customer(lua_State *L, const shape_ctx *cx, size_t *scalars) {
+  if (!lua_istable(L, -1) || lua_rawlen(L, -1) > 0) return 0;
+  int c = lua_gettop(L), code = -1;
+  if (fast_get(L, c, cx, N_JOBSTATUS, scalars) != LUA_TNIL && (code = job_code(L, -1)) >= 0) {
+    lua_pushvalue(L, cx->names + N_LABELS + code);
+    set_field(L, c, cx->names + N_JOBSTATUS);
+  }
+  int had_code = fast_get(L, c, cx, N_JOBSTATUSCODE, scalars) != LUA_TNIL;
+  lua_pop(L, 2);
+  if (code >= 0 || had_code) {
+    if (code >= 0) lua_pushinteger(L, code);
+    else lua_pushnil(L); /* an unknown status has no code */
+    set_field(L, c, cx->names + N_JOBSTATUSCODE);
+  }
+  lua_Integer i;
+  if (fast_get(L, c, cx, N_MANAGEMENTMODE, scalars) == LUA_TSTRING && to_integer(L, -1, &i)) {
+    lua_pushinteger(L, i);
+    set_field(L, c, cx->names + N_MANAGEMENTMODE);
+  }
+  fast_get(L, c, cx, N_ID, scalars);
+  lua_pop(L, 2);
+  for (int k = N_OTHERS; k < N_LABELS; k++) { /* the other fields API.md names */
+    fast_get(L, c, cx, k, scalars);
+    lua_pop(L, 1);
+  }
+  lua_pushvalue(L, cx->names + N_TENANTS);
+  int ty = lua_rawget(L, c);
+  int ok = ty == LUA_TNIL || (ty == LUA_TTABLE && fast_tenants(L, cx, scalars));
+  lua_pop(L, 1);
+  if (ok && ty == LUA_TNIL && cx->tenants_default) {
+    lua_createtable(L, 0, 0);
+    set_field(L, c, cx->names + N_TENANTS);
+  }
+  return ok;
+}
+
+/* The customers (the array at the top, n > 0 items) on the fast path, their keys into the table
+ * at keys; 0 when they need the full pass (a null or wrong item, a field to look at). */
+static int fast_list(lua_State *L, const shape_ctx *cx, lua_Integer n, int keys, size_t *scalars) {
+  int list = lua_gettop(L);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, list, i);
+    int ok = fast_customer(L, cx, scalars);
+    if (ok) {
+      push_item_key(L, -1, cx->names + N_ID);
+      lua_rawseti(L, keys, i);
+    }
+    lua_pop(L, 1);
+    if (!ok) return 0;
+  }
+  return 1;
+}
+
+/* ---- a shaped answer ---- */
+
+/* The answer's object (at data) of shape `cx`: its list of customers (field) shaped, the rest
+ * normalised. Pushes the items and their keys, or a problem (returns 0). */
+static int shape_object(lua_State *L, int data, const shape_ctx *cx, const char *field, const char *s, size_t len) {
+  /* the list is shaped alone: the rest of the object is normalised without it */
+  int has = lua_getfield(L, data, field) != LUA_TNIL;
+  if (has) {
+    lua_pushnil(L);
+    lua_setfield(L, data, field);
+  }
+  size_t scalars = 0;
+  lua_pushvalue(L, data);
+  normalise(L, &scalars);
+  lua_pop(L, 1);
+  if (is_null(L, -1)) { /* a null list: absent */
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    has = 0;
+    scalars++;
+  }
+  if (has) {
+    lua_pushvalue(L, -1);
+    lua_setfield(L, data, field);
+  }
+  lua_Integer n = lua_istable(L, -1) ? (lua_Integer)lua_rawlen(L, -1) : 0;
+  if (n > 0) {
+    lua_createtable(L, (int)(n < INT_MAX ? n : INT_MAX), 0);
+    lua_pushvalue(L, -2);
+    int fast = fast_list(L, cx, n, lua_gettop(L) - 1, &scalars) && scalars == count_scalars(s, len);
+    lua_pop(L, 1);
+    if (fast) return 1;
+    lua_pop(L, 1);
+  }
+  lua_Integer at = 0;
+  const char *why = shape_items(L, cx, &at);
+  if (!why) return 1;
+  if (at > 0) lua_pushfstring(L, "customer %I %s", (LUAI_UACINT)at, why);
+  else lua_pushfstring(L, "\"%s\" %s", field, why);
+  return 0;
+}
+
+/* The answer at the top (JSON text s[0..len)) for shape `shape`: normalised, and its customers
+ * shaped in the same pass. Pushes the report {items = the customers, keys = their keys} or
+ * {problem = message}. */
+static void shape_answer(lua_State *L, int shape, const char *s, size_t len) {
   luaL_checkstack(L, 40, "JSON nested too deeply");
   int data = lua_gettop(L);
   for (int i = 0; i < N_LABELS; i++) lua_pushstring(L, names[i]);
   for (int i = 0; i < JOB_CODES; i++) lua_pushstring(L, job_labels[i]);
   shape_ctx cx = {data + 1, shapes[shape].tenants_default};
-  const char *field = shapes[shape].field;
   lua_createtable(L, 0, 2);
   int rep = lua_gettop(L);
   if (lua_istable(L, data) && lua_rawlen(L, data) > 0) {
     lua_pushvalue(L, data);
-    normalise(L);
+    normalise(L, NULL);
     lua_pop(L, 1);
   }
   if (!lua_istable(L, data) || lua_rawlen(L, data) > 0) {
@@ -632,38 +841,11 @@ static void shape_answer(lua_State *L, int shape) {
     lua_pushvalue(L, data);
     lua_pushfstring(L, "expected a JSON object (got %s)", got(L));
     lua_setfield(L, rep, "problem");
-    lua_pop(L, 1);
-  } else {
-    /* the list is shaped alone: the rest of the object is normalised without it */
-    int has = lua_getfield(L, data, field) != LUA_TNIL;
-    if (has) {
-      lua_pushnil(L);
-      lua_setfield(L, data, field);
-    }
-    lua_pushvalue(L, data);
-    normalise(L);
-    lua_pop(L, 1);
-    if (is_null(L, -1)) { /* a null list: absent */
-      lua_pop(L, 1);
-      lua_pushnil(L);
-      has = 0;
-    }
-    if (has) {
-      lua_pushvalue(L, -1);
-      lua_setfield(L, data, field);
-    }
-    lua_Integer at = 0;
-    const char *why = shape_items(L, &cx, &at);
-    if (why && at > 0)
-      lua_pushfstring(L, "customer %I %s", (LUAI_UACINT)at, why);
-    else if (why)
-      lua_pushfstring(L, "\"%s\" %s", field, why);
-    if (why) lua_setfield(L, rep, "problem");
-    else {
-      lua_setfield(L, rep, "keys");
-      lua_setfield(L, rep, "items");
-    }
-  }
+  } else if (shape_object(L, data, &cx, shapes[shape].field, s, len)) {
+    lua_setfield(L, rep, "keys");
+    lua_setfield(L, rep, "items");
+  } else
+    lua_setfield(L, rep, "problem");
   lua_copy(L, rep, data + 1);
   lua_settop(L, data + 1);
 }
@@ -738,7 +920,7 @@ pc_json_rc pc_json_decode(lua_State *L, const char *s, size_t len, int mode) {
     lua_pop(L, 1);
     lua_pushnil(L);
   }
-  if (mode >= PC_DECODE_SHAPE) shape_answer(L, mode - PC_DECODE_SHAPE);
-  else normalise_value(L);
+  if (mode >= PC_DECODE_SHAPE) shape_answer(L, mode - PC_DECODE_SHAPE, s, len);
+  else normalise_value(L, NULL);
   return PC_JSON_OK;
 }

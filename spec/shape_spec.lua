@@ -141,6 +141,9 @@ local CUSTOMERS = {
   '{"id":"a","tenants":[{"Id":"t","NAME":"n"}]}', '{"id":"a","tenants":[{"id":"t","Id":"u"}]}',
   '{"id":"a","tenants":[{"id":"t","name":null,"Name":"N"}]}',
   '{"id":"a","tenants":[{"iD":2.0,"nAmE":{"x":null}}]}',
+  '{"id":"a","tenants":[{"NAME":null,"Name":"x"}]}',
+  '{"id":"a","tenants":[{"id":"t","name":"n"},{"id":"u","Name":"N"}]}',
+  '{"id":"a","jobStatus":null,"jobStatus":2}', '{"id":"a","tenants":[],"tenants":null}',
   '{"id":"a","tenants":[{"id":"t","name":"n","region":null,"size":3.0,"more":[null,1.0]}]}',
   -- not objects, nulls, numbers elsewhere
   '"x"', '5', '5.5', 'true', '[1]', '[null]', '[]', '{}',
