@@ -197,11 +197,17 @@ static const char *const job_labels[] = {
 
 /* Spellings after job_spelling (lower case, separators as one space, trimmed) -> code: every
  * label's own, then the other forms of the doc versions. */
-static const struct { const char *s; int code; } job_spellings[] = {
-  {"n/a", 0}, {"working", 1}, {"failed", 2}, {"waiting for configuration", 3},
-  {"multiple issues found", 4}, {"finished with exception", 5}, {"no backup update", 6},
-  {"na", 0}, {"n a", 0}, {"multiple issue found", 4}, {"finished with exceptions", 5},
-  {"no backup updates", 6},
+#define SPELLING(s, code) {s, sizeof s - 1, code}
+static const struct {
+  const char *s;
+  size_t n;
+  int code;
+} job_spellings[] = {
+  SPELLING("n/a", 0), SPELLING("working", 1), SPELLING("failed", 2),
+  SPELLING("waiting for configuration", 3), SPELLING("multiple issues found", 4),
+  SPELLING("finished with exception", 5), SPELLING("no backup update", 6),
+  SPELLING("na", 0), SPELLING("n a", 0), SPELLING("multiple issue found", 4),
+  SPELLING("finished with exceptions", 5), SPELLING("no backup updates", 6),
 };
 
 static int is_space(char c) {
@@ -276,7 +282,7 @@ static int job_code(lua_State *L, int idx) {
   char buf[32];
   size_t m = job_spelling(s, n, buf, sizeof buf);
   for (size_t k = 0; m <= sizeof buf && k < sizeof job_spellings / sizeof job_spellings[0]; k++)
-    if (strlen(job_spellings[k].s) == m && memcmp(job_spellings[k].s, buf, m) == 0) return job_spellings[k].code;
+    if (job_spellings[k].n == m && memcmp(job_spellings[k].s, buf, m) == 0) return job_spellings[k].code;
   return -1;
 }
 
@@ -298,16 +304,11 @@ int pc_l_job_status_labels(lua_State *L) {
 
 /* ---- item keys ---- */
 
-/* Pushes what tells the item at idx apart by its id (a non-empty string or a number): the id
- * itself, its decimal text for a number, "#" .. id for a string that starts with '#' or NUL (so
- * no key of an id starts with NUL: the pager's keys of items without one do); or false. */
-static void push_item_key(lua_State *L, int idx, int key_id) {
-  if (lua_type(L, idx) != LUA_TTABLE) {
-    lua_pushboolean(L, 0);
-    return;
-  }
-  lua_pushvalue(L, key_id);
-  int t = lua_rawget(L, idx < 0 ? idx - 1 : idx);
+/* Replaces the id at the top by what tells its item apart (for a non-empty string or a number):
+ * the id itself, its decimal text for a number, "#" .. id for a string that starts with '#' or
+ * NUL (so no key of an id starts with NUL: the pager's keys of items without one do); or false. */
+static void id_key(lua_State *L) {
+  int t = lua_type(L, -1);
   if (t == LUA_TNUMBER) {
     luaL_tolstring(L, -1, NULL);
     lua_remove(L, -2);
@@ -322,6 +323,17 @@ static void push_item_key(lua_State *L, int idx, int key_id) {
     lua_pop(L, 1);
     lua_pushboolean(L, 0);
   }
+}
+
+/* The same for the id of the item at idx (false for an item that is not a table). */
+static void push_item_key(lua_State *L, int idx, int key_id) {
+  if (lua_type(L, idx) != LUA_TTABLE) {
+    lua_pushboolean(L, 0);
+    return;
+  }
+  lua_pushvalue(L, key_id);
+  lua_rawget(L, idx < 0 ? idx - 1 : idx);
+  id_key(L);
 }
 
 int pc_l_item_key(lua_State *L) {
@@ -358,7 +370,31 @@ enum { N_ID, N_NAME, N_JOBSTATUS, N_JOBSTATUSCODE, N_MANAGEMENTMODE, N_TENANTS, 
 typedef struct {
   int names;           /* stack index of names[0]; the job labels follow them */
   int tenants_default;
+  struct {             /* the job status strings of the answer met last, with their codes */
+    size_t n;
+    char s[32];
+    int code;
+  } codes[32];
+  unsigned next_code; /* codes[next_code % 32] is the next to replace */
 } shape_ctx;
+
+/* job_code of the value at the top, remembering the codes of short strings (an answer repeats
+ * a handful of spellings). */
+static int answer_job_code(lua_State *L, shape_ctx *cx) {
+  if (lua_type(L, -1) != LUA_TSTRING) return job_code(L, -1);
+  size_t n;
+  const char *s = lua_tolstring(L, -1, &n);
+  if (n > sizeof cx->codes[0].s) return job_code(L, -1);
+  size_t held = cx->next_code < 32 ? cx->next_code : 32;
+  for (size_t k = 0; k < held; k++)
+    if (cx->codes[k].n == n && memcmp(cx->codes[k].s, s, n) == 0) return cx->codes[k].code;
+  int code = job_code(L, -1);
+  unsigned k = cx->next_code++ % 32;
+  cx->codes[k].n = n;
+  memcpy(cx->codes[k].s, s, n);
+  cx->codes[k].code = code;
+  return code;
+}
 
 /* Which of names[] the string key at idx is (exactly), or -1; *variant: an other spelling in case
  * of "id" or "name". */
@@ -626,29 +662,23 @@ static const char *shape_items(lua_State *L, const shape_ctx *cx, lua_Integer *a
 
 /* ---- the fast path of a shape ---- */
 
-/* The nulls and numbers of the JSON text s[0..n) (outside strings). Each one is a value of the
- * decoded tree, so a pass that met as many met them all: then no other field needs a look. (A
- * repeated key leaves one value for two in the text: such a pass is never complete.) */
+/* Whether a null or a number starts at p (after white space), before end. */
+static int scalar_at(const char *p, const char *end) {
+  while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
+  return p < end && (*p == 'n' || *p == '-' || (*p >= '0' && *p <= '9'));
+}
+
+/* At least the nulls and numbers of the JSON text s[0..n), each counted once at the ':', ',' or
+ * '[' before it (some of these in strings count too). Each one is a value of the decoded tree,
+ * so a pass that met as many met them all: then no other field needs a look. (A repeated key
+ * leaves one value for two in the text: such a pass never counts as complete.) */
 static size_t count_scalars(const char *s, size_t n) {
+  static const char marks[] = ":,[";
   size_t c = 0;
-  const char *p = s, *end = s + n;
-  while (p < end) {
-    char ch = *p++;
-    if (ch == '"') {
-      for (;;) { /* to the closing quote: one not escaped by an odd number of backslashes */
-        const char *q = memchr(p, '"', (size_t)(end - p)), *b = q;
-        if (q == NULL) return c;
-        while (b > p && b[-1] == '\\') b--;
-        p = q + 1;
-        if (((q - b) & 1) == 0) break;
-      }
-    } else if (ch == 'n')
-      c++;
-    else if ((ch >= '0' && ch <= '9') || ch == '-') {
-      c++;
-      while (p < end && ((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e' || *p == 'E' || *p == '+' || *p == '-')) p++;
-    }
-  }
+  const char *end = s + n;
+  for (int m = 0; m < 3; m++)
+    for (const char *p = s; (p = memchr(p, marks[m], (size_t)(end - p))) != NULL;)
+      c += scalar_at(++p, end);
   return c;
 }
 
@@ -722,28 +752,35 @@ static int fast_tenants(lua_State *L, const shape_ctx *cx, size_t *scalars) {
 }
 
 /* One customer (at the top) on the fast path: its fields of names[] looked up, not traversed;
- * 0 when it needs the full pass. */
-static int fast_customer(lua_State *L, const shape_ctx *cx, size_t *scalars) {
+ * pushes its key, or returns 0 (nothing pushed) when it needs the full pass. */
+static int fast_customer(lua_State *L, shape_ctx *cx, size_t *scalars) {
   if (!lua_istable(L, -1) || lua_rawlen(L, -1) > 0) return 0;
   int c = lua_gettop(L), code = -1;
-  if (fast_get(L, c, cx, N_JOBSTATUS, scalars) != LUA_TNIL && (code = job_code(L, -1)) >= 0) {
+  if (fast_get(L, c, cx, N_JOBSTATUS, scalars) != LUA_TNIL && (code = answer_job_code(L, cx)) >= 0 &&
+      !lua_rawequal(L, -1, cx->names + N_LABELS + code)) {
     lua_pushvalue(L, cx->names + N_LABELS + code);
     set_field(L, c, cx->names + N_JOBSTATUS);
   }
-  int had_code = fast_get(L, c, cx, N_JOBSTATUSCODE, scalars) != LUA_TNIL;
-  lua_pop(L, 2);
-  if (code >= 0 || had_code) {
-    if (code >= 0) lua_pushinteger(L, code);
-    else lua_pushnil(L); /* an unknown status has no code */
+  lua_pop(L, 1);
+  if (code >= 0) { /* replaces any jobStatusCode (one holding a number: the count tells) */
+    lua_pushinteger(L, code);
     set_field(L, c, cx->names + N_JOBSTATUSCODE);
-  }
+  } else if (fast_get(L, c, cx, N_JOBSTATUSCODE, scalars) != LUA_TNIL) {
+    lua_pushnil(L); /* an unknown status has no code */
+    set_field(L, c, cx->names + N_JOBSTATUSCODE);
+    lua_pop(L, 1);
+  } else
+    lua_pop(L, 1);
   lua_Integer i;
   if (fast_get(L, c, cx, N_MANAGEMENTMODE, scalars) == LUA_TSTRING && to_integer(L, -1, &i)) {
     lua_pushinteger(L, i);
     set_field(L, c, cx->names + N_MANAGEMENTMODE);
   }
+  lua_pop(L, 1);
   fast_get(L, c, cx, N_ID, scalars);
-  lua_pop(L, 2);
+  id_key(L);
+  lua_insert(L, c); /* the key, given when the customer is done */
+  c++;
   for (int k = N_OTHERS; k < N_LABELS; k++) { /* the other fields API.md names */
     fast_get(L, c, cx, k, scalars);
     lua_pop(L, 1);
@@ -756,20 +793,20 @@ static int fast_customer(lua_State *L, const shape_ctx *cx, size_t *scalars) {
     lua_createtable(L, 0, 0);
     set_field(L, c, cx->names + N_TENANTS);
   }
+  lua_pushvalue(L, c - 1);
+  lua_remove(L, c - 1);
+  if (!ok) lua_pop(L, 1);
   return ok;
 }
 
 /* The customers (the array at the top, n > 0 items) on the fast path, their keys into the table
  * at keys; 0 when they need the full pass (a null or wrong item, a field to look at). */
-static int fast_list(lua_State *L, const shape_ctx *cx, lua_Integer n, int keys, size_t *scalars) {
+static int fast_list(lua_State *L, shape_ctx *cx, lua_Integer n, int keys, size_t *scalars) {
   int list = lua_gettop(L);
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, list, i);
     int ok = fast_customer(L, cx, scalars);
-    if (ok) {
-      push_item_key(L, -1, cx->names + N_ID);
-      lua_rawseti(L, keys, i);
-    }
+    if (ok) lua_rawseti(L, keys, i);
     lua_pop(L, 1);
     if (!ok) return 0;
   }
@@ -780,7 +817,7 @@ static int fast_list(lua_State *L, const shape_ctx *cx, lua_Integer n, int keys,
 
 /* The answer's object (at data) of shape `cx`: its list of customers (field) shaped, the rest
  * normalised. Pushes the items and their keys, or a problem (returns 0). */
-static int shape_object(lua_State *L, int data, const shape_ctx *cx, const char *field, const char *s, size_t len) {
+static int shape_object(lua_State *L, int data, shape_ctx *cx, const char *field, const char *s, size_t len) {
   /* the list is shaped alone: the rest of the object is normalised without it */
   int has = lua_getfield(L, data, field) != LUA_TNIL;
   if (has) {
@@ -826,7 +863,7 @@ static void shape_answer(lua_State *L, int shape, const char *s, size_t len) {
   int data = lua_gettop(L);
   for (int i = 0; i < N_LABELS; i++) lua_pushstring(L, names[i]);
   for (int i = 0; i < JOB_CODES; i++) lua_pushstring(L, job_labels[i]);
-  shape_ctx cx = {data + 1, shapes[shape].tenants_default};
+  shape_ctx cx = {data + 1, shapes[shape].tenants_default, {{0, "", 0}}, 0};
   lua_createtable(L, 0, 2);
   int rep = lua_gettop(L);
   if (lua_istable(L, data) && lua_rawlen(L, data) > 0) {

@@ -196,12 +196,12 @@ function Pager:take(result)
   local here = seen or {}
   local fresh, n = nil, #items
   for i = 1, n do
-    local k = keys and keys[i] or M.item_key(items[i])
-    local old = k ~= nil and (here[k] or not seen and (recent[k] or older[k] or checkpoint[k]))
-    if old then
-      fresh = fresh or table.move(items, 1, i - 1, 1, {})
-    elseif fresh then
-      fresh[#fresh + 1] = items[i]
+    local k = keys and keys[i]
+    if not k then k = M.item_key(items[i]) end
+    if k == nil or not (here[k] or not seen and (recent[k] or older[k] or checkpoint[k])) then
+      if fresh then fresh[#fresh + 1] = items[i] end
+    elseif not fresh then
+      fresh = table.move(items, 1, i - 1, 1, {})
     end
     if k ~= nil then here[k] = true end
   end
