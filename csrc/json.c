@@ -105,9 +105,9 @@ static int is_null(lua_State *L, int idx) {
 /* The float at the top, when integral, becomes an integer (in place). */
 static void integral(lua_State *L) {
   if (lua_type(L, -1) != LUA_TNUMBER || lua_isinteger(L, -1)) return;
-  lua_Number d = lua_tonumber(L, -1);
-  lua_Integer i;
-  if (floor(d) == d && lua_numbertointeger(d, &i)) {
+  int exact;
+  lua_Integer i = lua_tointegerx(L, -1, &exact); /* a float converts only when integral */
+  if (exact) {
     lua_pop(L, 1);
     lua_pushinteger(L, i);
   }
@@ -443,8 +443,9 @@ static int plain_field(lua_State *L, int t) {
 /* Sets t[key] = the value at the top (popped); key is a stack index. */
 static void set_field(lua_State *L, int t, int key) {
   lua_pushvalue(L, key);
-  lua_insert(L, -2);
+  lua_pushvalue(L, -2);
   lua_rawset(L, t);
+  lua_pop(L, 1);
 }
 
 /* Moves t[k] to t[names[which]] for the first key k (in traversal order) that spells it in
@@ -699,10 +700,13 @@ static int fast_get(lua_State *L, int t, const shape_ctx *cx, int which, size_t 
   }
   if (ty == LUA_TNUMBER) {
     ++*scalars;
-    if (!lua_isinteger(L, -1)) {
-      integral(L);
-      lua_pushvalue(L, -1);
+    int exact;
+    lua_Integer i = lua_isinteger(L, -1) ? 0 : lua_tointegerx(L, -1, &exact);
+    if (!lua_isinteger(L, -1) && exact) { /* an integral float: the integer, in t too */
+      lua_pop(L, 1);
+      lua_pushinteger(L, i);
       set_field(L, t, key);
+      lua_pushinteger(L, i);
     }
   } else if (ty == LUA_TTABLE)
     normalise(L, scalars);

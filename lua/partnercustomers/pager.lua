@@ -31,6 +31,7 @@ local util = require "partnercustomers.util"
 local M = {}
 
 M.MAX_LINK_BYTES = 64 * 1024 -- a link, or the headers of one; libcurl itself stops at 8 MB
+M.SIZED = 65536 -- with keep_all, the keys the set of seen ones is sized for after page 1's totalCount
 
 M.max_pages = util.number { integer = true, min = 1, max = math.maxinteger,
                             expected = "an integer >= 1" }
@@ -191,6 +192,10 @@ end
 -- protocol error when there is none.
 function Pager:take(result)
   local items, keys = result.items, result.keys
+  if self.seen and self.read == 0 and result.total then
+    -- every key will be held: a table sized once (for up to SIZED keys) is never rehashed
+    self.seen = core.table(0, math.min(math.max(result.total, #items), M.SIZED))
+  end
   local seen, recent, older, checkpoint = self.seen, self.recent, self.older, self.checkpoint
   -- with keep_all, `seen` takes the keys as they come (a repeat within the page included)
   local here = seen or {}
