@@ -733,31 +733,28 @@ static int has_variant(lua_State *L, int which) {
 
 /* The tenants (a table, at the top) on the fast path: 0 when they need the full pass. */
 static int fast_tenants(lua_State *L, const shape_ctx *cx, size_t *scalars) {
-  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  int ts = lua_gettop(L);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, ts);
   if (n == 0) {
     lua_pushnil(L);
-    if (!lua_next(L, -2)) return 1;
-    lua_pop(L, 2);
-    return 0;
+    int empty = !lua_next(L, ts);
+    lua_settop(L, ts);
+    return empty;
   }
   for (lua_Integer i = 1; i <= n; i++) {
-    if (lua_rawgeti(L, -1, i) != LUA_TTABLE || lua_rawlen(L, -1) > 0) {
-      lua_pop(L, 1);
-      return 0;
-    }
+    if (lua_rawgeti(L, ts, i) != LUA_TTABLE || lua_rawlen(L, -1) > 0) return 0;
     int t = lua_gettop(L);
     int id = fast_get(L, t, cx, N_ID, scalars), name = fast_get(L, t, cx, N_NAME, scalars);
-    lua_pop(L, 2);
-    int ok = !(id == LUA_TNIL && has_variant(L, N_ID)) && !(name == LUA_TNIL && has_variant(L, N_NAME));
-    lua_pop(L, 1);
-    if (!ok) return 0;
+    lua_settop(L, t);
+    if ((id == LUA_TNIL && has_variant(L, N_ID)) || (name == LUA_TNIL && has_variant(L, N_NAME))) return 0;
+    lua_settop(L, ts);
   }
   return 1;
 }
 
-/* One customer (at the top) on the fast path: its fields of names[] looked up, not traversed;
- * pushes its key, or returns 0 (nothing pushed) when it needs the full pass. */
-static int fast_customer(lua_State *L, shape_ctx *cx, size_t *scalars) {
+/* One customer (at the top) on the fast path: its fields of names[] looked up, not traversed, its
+ * key into keys[at]; 0 when it needs the full pass. */
+static int fast_customer(lua_State *L, shape_ctx *cx, size_t *scalars, int keys, lua_Integer at) {
   if (!lua_istable(L, -1) || lua_rawlen(L, -1) > 0) return 0;
   int c = lua_gettop(L), code = -1;
   if (fast_get(L, c, cx, N_JOBSTATUS, scalars) != LUA_TNIL && (code = answer_job_code(L, cx)) >= 0 &&
@@ -765,41 +762,30 @@ static int fast_customer(lua_State *L, shape_ctx *cx, size_t *scalars) {
     lua_pushvalue(L, cx->names + N_LABELS + code);
     set_field(L, c, cx->names + N_JOBSTATUS);
   }
-  lua_pop(L, 1);
   if (code >= 0) { /* replaces any jobStatusCode (one holding a number: the count tells) */
     lua_pushinteger(L, code);
     set_field(L, c, cx->names + N_JOBSTATUSCODE);
   } else if (fast_get(L, c, cx, N_JOBSTATUSCODE, scalars) != LUA_TNIL) {
     lua_pushnil(L); /* an unknown status has no code */
     set_field(L, c, cx->names + N_JOBSTATUSCODE);
-    lua_pop(L, 1);
-  } else
-    lua_pop(L, 1);
+  }
   lua_Integer i;
   if (fast_get(L, c, cx, N_MANAGEMENTMODE, scalars) == LUA_TSTRING && to_integer(L, -1, &i)) {
     lua_pushinteger(L, i);
     set_field(L, c, cx->names + N_MANAGEMENTMODE);
   }
-  lua_pop(L, 1);
   fast_get(L, c, cx, N_ID, scalars);
   id_key(L);
-  lua_insert(L, c); /* the key, given when the customer is done */
-  c++;
-  for (int k = N_OTHERS; k < N_LABELS; k++) { /* the other fields API.md names */
-    fast_get(L, c, cx, k, scalars);
-    lua_pop(L, 1);
-  }
+  lua_rawseti(L, keys, at);
+  for (int k = N_OTHERS; k < N_LABELS; k++) fast_get(L, c, cx, k, scalars); /* the other fields API.md names */
   lua_pushvalue(L, cx->names + N_TENANTS);
   int ty = lua_rawget(L, c);
   int ok = ty == LUA_TNIL || (ty == LUA_TTABLE && fast_tenants(L, cx, scalars));
-  lua_pop(L, 1);
+  lua_settop(L, c);
   if (ok && ty == LUA_TNIL && cx->tenants_default) {
     lua_createtable(L, 0, 0);
     set_field(L, c, cx->names + N_TENANTS);
   }
-  lua_pushvalue(L, c - 1);
-  lua_remove(L, c - 1);
-  if (!ok) lua_pop(L, 1);
   return ok;
 }
 
@@ -809,9 +795,8 @@ static int fast_list(lua_State *L, shape_ctx *cx, lua_Integer n, int keys, size_
   int list = lua_gettop(L);
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, list, i);
-    int ok = fast_customer(L, cx, scalars);
-    if (ok) lua_rawseti(L, keys, i);
-    lua_pop(L, 1);
+    int ok = fast_customer(L, cx, scalars, keys, i);
+    lua_settop(L, list);
     if (!ok) return 0;
   }
   return 1;
@@ -863,7 +848,7 @@ static int shape_object(lua_State *L, int data, shape_ctx *cx, const char *field
  * shaped in the same pass. Pushes the report {items = the customers, keys = their keys} or
  * {problem = message}. */
 static void shape_answer(lua_State *L, int shape, const char *s, size_t len) {
-  luaL_checkstack(L, 40, "JSON nested too deeply");
+  luaL_checkstack(L, 64, "JSON nested too deeply");
   int data = lua_gettop(L);
   for (int i = 0; i < N_LABELS; i++) lua_pushstring(L, names[i]);
   for (int i = 0; i < JOB_CODES; i++) lua_pushstring(L, job_labels[i]);
