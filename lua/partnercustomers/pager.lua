@@ -188,6 +188,22 @@ function Pager:before_fetch()
   end
 end
 
+-- The items not in `seen` (the items table itself when all are new), each key added to it as it
+-- comes: the loop of a keep_all walk (the same as take's, with fewer steps per item).
+local function take_all(seen, items, keys)
+  local fresh
+  for i = 1, #items do
+    local k = keys and keys[i] or M.item_key(items[i])
+    if k == nil or not seen[k] then
+      if k ~= nil then seen[k] = true end
+      if fresh then fresh[#fresh + 1] = items[i] end
+    elseif not fresh then
+      fresh = table.move(items, 1, i - 1, 1, {})
+    end
+  end
+  return fresh or items
+end
+
 -- The items of `result` not seen before (the items table itself when all are), or nil and a
 -- protocol error when there is none.
 function Pager:take(result)
@@ -197,20 +213,22 @@ function Pager:take(result)
     self.seen = core.table(0, math.min(math.max(result.total, #items), M.SIZED))
   end
   local seen, recent, older, checkpoint = self.seen, self.recent, self.older, self.checkpoint
-  -- with keep_all, `seen` takes the keys as they come (a repeat within the page included)
-  local here = seen or {}
-  local fresh, n = nil, #items
-  for i = 1, n do
-    local k = keys and keys[i]
-    if not k then k = M.item_key(items[i]) end
-    if k == nil or not (here[k] or not seen and (recent[k] or older[k] or checkpoint[k])) then
-      if fresh then fresh[#fresh + 1] = items[i] end
-    elseif not fresh then
-      fresh = table.move(items, 1, i - 1, 1, {})
+  local fresh, here, n = nil, nil, #items
+  if seen then
+    fresh = take_all(seen, items, keys) -- a repeat within the page included
+  else
+    here = {}
+    for i = 1, n do
+      local k = keys and keys[i] or M.item_key(items[i])
+      if k == nil or not (here[k] or recent[k] or older[k] or checkpoint[k]) then
+        if fresh then fresh[#fresh + 1] = items[i] end
+      elseif not fresh then
+        fresh = table.move(items, 1, i - 1, 1, {})
+      end
+      if k ~= nil then here[k] = true end
     end
-    if k ~= nil then here[k] = true end
+    fresh = fresh or items
   end
-  fresh = fresh or items
   local last = not (result.next or result.link or result.next_error)
   if #fresh == 0 and (n > 0 or not last) then
     return nil, util.answer_error("protocol", result.req, result.resp,
