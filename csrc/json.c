@@ -448,8 +448,18 @@ static void set_field(lua_State *L, int t, int key) {
   lua_pop(L, 1);
 }
 
+/* Whether the key at idx spells names[which] in any case (ASCII: string.lower in the C locale). */
+static int spells(lua_State *L, int idx, int which) {
+  size_t n, want = strlen(names[which]);
+  const char *k = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &n) : NULL;
+  if (k == NULL || n != want) return 0;
+  for (size_t i = 0; i < n; i++)
+    if ((k[i] >= 'A' && k[i] <= 'Z' ? k[i] | 0x20 : k[i]) != names[which][i]) return 0;
+  return 1;
+}
+
 /* Moves t[k] to t[names[which]] for the first key k (in traversal order) that spells it in
- * another case, as util's lower_key does, when t[names[which]] is absent. */
+ * another case, as the Lua layer's lower_key did, when t[names[which]] is absent. */
 static void lower_key(lua_State *L, int t, const shape_ctx *cx, int which) {
   lua_pushvalue(L, cx->names + which);
   if (lua_rawget(L, t) != LUA_TNIL) {
@@ -457,14 +467,9 @@ static void lower_key(lua_State *L, int t, const shape_ctx *cx, int which) {
     return;
   }
   lua_pop(L, 1);
-  size_t want = strlen(names[which]);
   lua_pushnil(L);
   while (lua_next(L, t)) {
-    size_t n;
-    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &n) : NULL;
-    int same = k != NULL && n == want;
-    for (size_t i = 0; same && i < n; i++) same = (k[i] >= 'A' && k[i] <= 'Z' ? k[i] | 0x20 : k[i]) == names[which][i];
-    if (same) {
+    if (spells(L, -2, which)) {
       lua_pushvalue(L, -2);
       lua_pushnil(L);
       lua_rawset(L, t);
@@ -713,15 +718,11 @@ static int fast_get(lua_State *L, int t, const shape_ctx *cx, int which, size_t 
   return ty;
 }
 
-/* Whether t (at the top) has a key other than names[which] that spells it in another case. */
+/* Whether t (at the top, without names[which]) has a key that spells it in another case. */
 static int has_variant(lua_State *L, int which) {
-  size_t want = strlen(names[which]);
   lua_pushnil(L);
   while (lua_next(L, -2)) {
-    size_t n;
-    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &n) : NULL;
-    int same = k != NULL && n == want;
-    for (size_t i = 0; same && i < n; i++) same = (k[i] >= 'A' && k[i] <= 'Z' ? k[i] | 0x20 : k[i]) == names[which][i];
+    int same = spells(L, -2, which);
     lua_pop(L, 1);
     if (same) {
       lua_pop(L, 1);
