@@ -778,7 +778,7 @@ static int fast_customer(lua_State *L, shape_ctx *cx, size_t *scalars, int keys,
   fast_get(L, c, cx, N_ID, scalars);
   id_key(L);
   lua_rawseti(L, keys, at);
-  for (int k = N_OTHERS; k < N_LABELS; k++) fast_get(L, c, cx, k, scalars); /* the other fields API.md names */
+  for (int k = N_OTHERS; k < N_LABELS; k++) fast_get(L, c, cx, k, scalars); /* the other fields README.md names */
   lua_pushvalue(L, cx->names + N_TENANTS);
   int ty = lua_rawget(L, c);
   int ok = ty == LUA_TNIL || (ty == LUA_TTABLE && fast_tenants(L, cx, scalars));

@@ -159,10 +159,10 @@ enum { PC_DECODE_NONE = 0, PC_DECODE_JSON = 1, PC_DECODE_SHAPE = 2 };
 int pc_json_shape(const char *name);
 /* Decodes s. The value has no JSON null left (an object loses the field, an array closes up
  * around it, a top-level null is nil) and its integral numbers are integers. With a shape's mode,
- * the customers are also normalised as API.md describes (job status label and jobStatusCode,
+ * the customers are also normalised as README.md describes (job status label and jobStatusCode,
  * managementMode, tenants) in the same pass, and a report is pushed above the value:
- * {items = the customers, keys = what tells each apart (for the pager), or false} or
- * {problem = what is wrong with the answer}. Running out of memory raises Lua's memory error (it
+ * {items = the customers, keys = what tells each apart for the pager (core.item_key, false for
+ * one without a usable id)} or {problem = what is wrong with the answer}. Running out of memory raises Lua's memory error (it
  * is never blamed on the response). */
 pc_json_rc pc_json_decode(lua_State *L, const char *s, size_t len, int mode);
 /* core.job_status_code(x), core.job_status_labels(), core.item_key(item) */

@@ -184,7 +184,7 @@ end
 
 -- The customers of the answer `resp` to `req`, and their keys for the pager; or nil, err.
 -- The core has checked and normalised them while decoding (the request's `decode` names the
--- listing; see API.md for what a customer holds).
+-- listing; see README.md for what a customer holds).
 local function customers_of(req, resp)
   local shaped = resp.shaped
   if not shaped then -- an empty body: nothing was decoded
