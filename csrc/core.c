@@ -437,6 +437,14 @@ static int l_redact(lua_State *L) {
   return 1;
 }
 
+/* core.table(narr, nrec): a new table sized for narr items and nrec fields (Lua has no way to
+ * size one); each capped at 2^20. */
+static int l_table(lua_State *L) {
+  lua_Integer a = luaL_optinteger(L, 1, 0), r = luaL_optinteger(L, 2, 0);
+  lua_createtable(L, (int)(a < 0 ? 0 : a > (1 << 20) ? 1 << 20 : a), (int)(r < 0 ? 0 : r > (1 << 20) ? 1 << 20 : r));
+  return 1;
+}
+
 static const luaL_Reg client_methods[] = {
   {"request", l_request}, {"batch", l_batch}, {"redact", l_redact}, {"close", l_close}, {NULL, NULL},
 };
@@ -447,7 +455,9 @@ static const luaL_Reg client_meta[] = {
 
 static const luaL_Reg funcs[] = {
   {"new", l_new}, {"error", pc_l_error}, {"is_error", pc_l_is_error},
-  {"now", l_now}, {"url_problem", l_url_problem}, {"sleep", l_sleep}, {"uuid", l_uuid}, {NULL, NULL},
+  {"now", l_now}, {"url_problem", l_url_problem}, {"sleep", l_sleep}, {"uuid", l_uuid},
+  {"job_status_code", pc_l_job_status_code}, {"job_status_labels", pc_l_job_status_labels},
+  {"item_key", pc_l_item_key}, {"table", l_table}, {NULL, NULL},
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;

@@ -158,15 +158,17 @@ static void succeeded(pc_batch *b, int k, pc_xfer *x, long status, int hi) {
   lua_setfield(L, -2, "url");
   int ok = 1;
   if (r->decode && x->body.len > 0) {
-    pc_json_rc jr = pc_json_decode(L, x->body.p, x->body.len);
+    pc_json_rc jr = pc_json_decode(L, x->body.p, x->body.len, r->decode);
     if (jr != PC_JSON_OK) {
       lua_pushfstring(L, jr == PC_JSON_TOO_MANY ? "%s" : "response is not valid JSON (%s)", lua_tostring(L, -1));
       pc_push_error(L, jr == PC_JSON_TOO_MANY ? PC_E_LIMIT : PC_E_DECODE, lua_tostring(L, -1));
       pc_set_int(L, "status", status);
       pc_decorate_error(b, k, hi);
       ok = 0;
-    } else
+    } else {
+      if (r->decode >= PC_DECODE_SHAPE) lua_setfield(L, -3, "shaped");
       lua_setfield(L, -2, "data");
+    }
   }
   if (ok && !r->sensitive) {
     lua_pushlstring(L, x->body.p ? x->body.p : "", x->body.len);
@@ -199,7 +201,7 @@ static void http_error(pc_batch *b, int k, pc_xfer *x, long status, double ra, i
   lua_remove(L, -2);
   pc_set_int(L, "status", status);
   if (ra >= 0) pc_set_num(L, "retry_after", ra);
-  if (x->body.len > 0 && pc_json_decode(L, x->body.p, x->body.len)) {
+  if (x->body.len > 0 && pc_json_decode(L, x->body.p, x->body.len, PC_DECODE_JSON)) {
     if (lua_istable(L, -1)) pc_error_fields_from_body(L);
     lua_pop(L, 1);
   } else if (x->body.len > 0)

@@ -176,10 +176,22 @@ typedef enum {
   PC_JSON_OK = 1,      /* the value is pushed */
   PC_JSON_TOO_MANY = 2 /* more than PC_JSON_MAX_VALUES, refused before decoding: a message is pushed */
 } pc_json_rc;
+/* What a request's `decode` asks for: nothing, JSON, or JSON of a known shape (a listing of
+ * customers; pc_json_shape gives the mode of its name, or -1). */
+enum { PC_DECODE_NONE = 0, PC_DECODE_JSON = 1, PC_DECODE_SHAPE = 2 };
+int pc_json_shape(const char *name);
 /* Decodes s. The value has no JSON null left (an object loses the field, an array closes up
- * around it, a top-level null is nil) and its integral numbers are integers. Running out of
- * memory raises Lua's memory error (it is never blamed on the response). */
-pc_json_rc pc_json_decode(lua_State *L, const char *s, size_t len);
+ * around it, a top-level null is nil) and its integral numbers are integers. With a shape's mode,
+ * the customers are also normalised as README.md describes (job status label and jobStatusCode,
+ * managementMode, tenants) in the same pass, and a report is pushed above the value:
+ * {items = the customers, keys = what tells each apart for the pager (core.item_key, false for
+ * one without a usable id)} or {problem = what is wrong with the answer}. Running out of memory raises Lua's memory error (it
+ * is never blamed on the response). */
+pc_json_rc pc_json_decode(lua_State *L, const char *s, size_t len, int mode);
+/* core.job_status_code(x), core.job_status_labels(), core.item_key(item) */
+int pc_l_job_status_code(lua_State *L);
+int pc_l_job_status_labels(lua_State *L);
+int pc_l_item_key(lua_State *L);
 
 /* util.c: helpers (no HTTP, no OAuth, no client; independent of the C locale) */
 int pc_buf_append(pc_buf *b, const char *p, size_t n);

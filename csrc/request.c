@@ -117,8 +117,11 @@ void pc_parse_request(lua_State *L, int ci, int t, pc_req *r) {
     lua_setfield(L, p, "scope");
   } else
     lua_pop(L, 1);
-  lua_getfield(L, t, "decode");
-  r->decode = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+  if (lua_getfield(L, t, "decode") == LUA_TSTRING) {
+    r->decode = pc_json_shape(lua_tostring(L, -1));
+    if (r->decode < 0) luaL_error(L, "partnercustomers: request field 'decode' names no known answer shape");
+  } else
+    r->decode = lua_isnil(L, -1) ? PC_DECODE_JSON : lua_toboolean(L, -1);
   lua_getfield(L, t, "sensitive");
   r->sensitive = lua_toboolean(L, -1);
   lua_pop(L, 2);

@@ -1,9 +1,9 @@
 -- The AvePoint Graph API client: pc.avepoint{...}.
 -- HTTP, retries, tokens and JSON decoding are the core's (partnercustomers.core); this layer builds
--- the requests, checks the answers' shape, normalises customers and walks the pages.
+-- the requests and walks the pages; the core checks the answers' shape and normalises the customers
+-- while decoding them.
 
 local core = require "partnercustomers.core"
-local job_status = require "partnercustomers.job_status"
 local pager = require "partnercustomers.pager"
 local util = require "partnercustomers.util"
 
@@ -182,60 +182,16 @@ end
 ------------------------------------------------------------------------------------------------
 -- Answers
 
--- Moves t.Id (any case) to t.id when t.id is absent.
-local function lower_key(t, key)
-  if t[key] ~= nil then return end
-  for k, v in pairs(t) do
-    if type(k) == "string" and k:lower() == key then
-      t[k] = nil
-      t[key] = v
-      return -- t[key] is new, so the traversal must stop here
-    end
+-- The customers of the answer `resp` to `req`, and their keys for the pager; or nil, err.
+-- The core has checked and normalised them while decoding (the request's `decode` names the
+-- listing; see README.md for what a customer holds).
+local function customers_of(req, resp)
+  local shaped = resp.shaped
+  if not shaped then -- an empty body: nothing was decoded
+    return nil, protocol_error(req, resp, "expected a JSON object (%s)", util.got(resp.data))
   end
-end
-
--- Normalises customer c in place (see doc/API.md); returns nil and a reason when it has the wrong shape.
-local function normalise(c, v3)
-  if not is_object(c) then return nil, "is not an object" end
-  local code = c.jobStatus ~= nil and job_status.code(c.jobStatus)
-  if code then
-    c.jobStatus, c.jobStatusCode = job_status.labels[code], code
-  else
-    c.jobStatusCode = nil -- an unknown status keeps its raw value and has no code
-  end
-  c.managementMode = util.to_integer(c.managementMode) or c.managementMode
-
-  local tenants = c.tenants
-  if tenants == nil then
-    if v3 then c.tenants = {} end
-  elseif type(tenants) ~= "table" or not util.is_array(tenants) then
-    return nil, "has tenants that are not an array"
-  else
-    for _, t in ipairs(tenants) do
-      if not is_object(t) then return nil, "has a tenant that is not an object" end
-      lower_key(t, "id")
-      lower_key(t, "name")
-    end
-  end
-  return c
-end
-
--- Checks that body[field] is an array of customers (absent = empty) and normalises them.
-local function customers_of(body, field, v3, req, resp)
-  if not is_object(body) then
-    return nil, protocol_error(req, resp, "expected a JSON object (%s)",
-                               type(body) == "table" and "got an array" or util.got(body))
-  end
-  local list = body[field]
-  if list == nil then return {} end
-  if type(list) ~= "table" or not util.is_array(list) then
-    return nil, protocol_error(req, resp, '"%s" is not an array', field)
-  end
-  for i, c in ipairs(list) do
-    local ok, why = normalise(c, v3)
-    if not ok then return nil, protocol_error(req, resp, "customer %d %s", i, why) end
-  end
-  return list
+  if shaped.problem then return nil, protocol_error(req, resp, "%s", shaped.problem) end
+  return shaped.items, shaped.keys
 end
 
 local function emit_page(self, page)
@@ -252,15 +208,16 @@ end
 -- One page of the OData listing, for the pager; `at`: when the listing must end (or nil).
 local function odata_page(self, cursor, at)
   local req = { method = "GET", url = cursor.url, scope = SCOPE_PARTNER,
-                headers = { Accept = "application/json" }, decode = true }
+                headers = { Accept = "application/json" }, decode = "avepoint-odata" }
   local copts = util.call_options(self, at)
   if not copts then return nil, util.deadline_error(req, "customers") end
   local resp, err = self._client:request(req, copts)
   if not resp then return nil, err end
-  local list, perr = customers_of(resp.data, "value", false, req, resp)
-  if not list then return nil, perr end
+  local list, keys = customers_of(req, resp)
+  if not list then return nil, keys end
   local link = resp.data["@odata.nextLink"]
-  return { items = list, req = req, resp = resp, link = link ~= nil and { uri = link } or nil }
+  return { items = list, keys = keys, req = req, resp = resp,
+           link = link ~= nil and { uri = link } or nil }
 end
 
 -- Pages one after another: each next link comes with the page before it.
@@ -291,17 +248,17 @@ local function v3_request(self, index, size, v3, ids)
     headers["Content-Type"] = "application/json"
     return { method = "POST", url = self._base .. V3_PATH .. "/batch" .. query, headers = headers,
              body = ids and util.json_encode { customerIds = ids } or "{}",
-             scope = SCOPE_V3, decode = true }
+             scope = SCOPE_V3, decode = "avepoint-v3" }
   end
   return { method = "GET", url = self._base .. V3_PATH .. query, headers = headers,
-           scope = SCOPE_V3, decode = true }
+           scope = SCOPE_V3, decode = "avepoint-v3" }
 end
 
 -- Reads the answer `resp` to `req`, page `index` of `size`. Returns the page and, for the pager,
--- {req, resp, size = the page size in effect}, or nil, err.
+-- {req, resp, size = the page size in effect, keys = the customers' keys}, or nil, err.
 local function read_page(index, size, req, resp)
-  local list, perr = customers_of(resp.data, "data", true, req, resp)
-  if not list then return nil, perr end
+  local list, keys = customers_of(req, resp)
+  if not list then return nil, keys end
 
   local meta, total = resp.data.metadata, nil
   if meta ~= nil and not is_object(meta) then
@@ -320,7 +277,7 @@ local function read_page(index, size, req, resp)
   if not effective or effective < 1 or effective > size then effective = size end
 
   local page = { customers = list, page_index = index, page_size = size, total_count = total }
-  return page, { req = req, resp = resp, size = effective }
+  return page, { req = req, resp = resp, size = effective, keys = keys }
 end
 
 -- Resolves the v3 call and checks customer_ids against it; o.what names the method, o.at is when
@@ -406,7 +363,7 @@ local function v3_walk(self, o, keep_all, window, parallel)
       if not page then return nil, info end
       last_page = page.total_count and (page.total_count + info.size - 1) // info.size or nil
       local full = #page.customers >= info.size
-      return { items = page.customers, req = info.req, resp = info.resp, page = page,
+      return { items = page.customers, keys = info.keys, req = info.req, resp = info.resp, page = page,
                total = page.total_count, size = info.size,
                next = full and { index = index + 1 } or nil }
     end,

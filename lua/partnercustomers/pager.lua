@@ -17,7 +17,8 @@
 --   local walk = pager.new{first = cursor, fetch = function(cursor) -> result | nil, err, ...}
 --   walk:next() -> fresh_items, result, is_last | nil (the end) | nil, err
 --
--- `result` (from fetch): items (array), req and resp (for error objects), and where the listing
+-- `result` (from fetch): items (array), keys (optional: keys[i] is M.item_key(items[i]) computed
+-- by the core, or false to compute it here), req and resp (for error objects), and where the listing
 -- goes: next (a cursor of the client's, a page index) or link ({uri = raw, headers = raw array}),
 -- or neither on the last page; next_error (an error object: the listing fails after this page);
 -- total and size (totalCount and the page size in effect), when known.
@@ -30,6 +31,7 @@ local util = require "partnercustomers.util"
 local M = {}
 
 M.MAX_LINK_BYTES = 64 * 1024 -- a link, or the headers of one; libcurl itself stops at 8 MB
+M.SIZED = 65536 -- with keep_all, the keys the set of seen ones is sized for after page 1's totalCount
 
 M.max_pages = util.number { integer = true, min = 1, max = math.maxinteger,
                             expected = "an integer >= 1" }
@@ -133,12 +135,14 @@ local function encode(v, out)
   out[#out + 1] = "}"
 end
 
--- What tells an item apart: "#" .. tostring(id) for a non-empty string or a number, else the
--- item's encoding (nil, so never a repeat, for a value no JSON decoder gives).
+-- What tells an item apart: its id (a non-empty string or a number), as core.item_key gives it,
+-- else "\0" .. the item's encoding (no key of an id starts with NUL); nil, so never a repeat, for
+-- a value no JSON decoder gives.
+local id_key = core.item_key
 function M.item_key(item)
-  local id = type(item) == "table" and item.id or nil
-  if (type(id) == "string" and id ~= "") or type(id) == "number" then return "#" .. tostring(id) end
-  local out = {}
+  local k = id_key(item)
+  if k then return k end
+  local out = { "\0" }
   if pcall(encode, item, out) then return table.concat(out) end
   return nil
 end
@@ -184,30 +188,56 @@ function Pager:before_fetch()
   end
 end
 
-function Pager:seen_before(k)
-  if self.seen then return self.seen[k] end
-  return self.recent[k] or self.older[k] or self.checkpoint[k]
+-- The items not in `seen` (the items table itself when all are new), each key added to it as it
+-- comes: the loop of a keep_all walk (the same as take's, with fewer steps per item).
+local function take_all(seen, items, keys)
+  local fresh
+  for i = 1, #items do
+    local k = keys and keys[i] or M.item_key(items[i])
+    if k == nil or not seen[k] then
+      if k ~= nil then seen[k] = true end
+      if fresh then fresh[#fresh + 1] = items[i] end
+    elseif not fresh then
+      fresh = table.move(items, 1, i - 1, 1, {})
+    end
+  end
+  return fresh or items
 end
 
--- The items of `result` not seen before, or nil and a protocol error when there is none.
+-- The items of `result` not seen before (the items table itself when all are), or nil and a
+-- protocol error when there is none.
 function Pager:take(result)
-  local items, fresh, here = result.items, {}, {}
-  for _, item in ipairs(items) do
-    local k = M.item_key(item)
-    if k == nil or not (here[k] or self:seen_before(k)) then fresh[#fresh + 1] = item end
-    if k then here[k] = true end
+  local items, keys = result.items, result.keys
+  if self.seen and self.read == 0 and result.total then
+    -- every key will be held: a table sized once (for up to SIZED keys) is never rehashed
+    self.seen = core.table(0, math.min(math.max(result.total, #items), M.SIZED))
+  end
+  local seen, recent, older, checkpoint = self.seen, self.recent, self.older, self.checkpoint
+  local fresh, here, n = nil, nil, #items
+  if seen then
+    fresh = take_all(seen, items, keys) -- a repeat within the page included
+  else
+    here = {}
+    for i = 1, n do
+      local k = keys and keys[i] or M.item_key(items[i])
+      if k == nil or not (here[k] or recent[k] or older[k] or checkpoint[k]) then
+        if fresh then fresh[#fresh + 1] = items[i] end
+      elseif not fresh then
+        fresh = table.move(items, 1, i - 1, 1, {})
+      end
+      if k ~= nil then here[k] = true end
+    end
+    fresh = fresh or items
   end
   local last = not (result.next or result.link or result.next_error)
-  if #fresh == 0 and (#items > 0 or not last) then
+  if #fresh == 0 and (n > 0 or not last) then
     return nil, util.answer_error("protocol", result.req, result.resp,
       "page %d brings no new %s: the paging does not advance", self.read + 1, self.o.noun)
   end
-  if self.seen then
-    for k in pairs(here) do self.seen[k] = true end
-  else
+  if not seen then
     self.older, self.recent = self.recent, here
-    local n = self.read + 1
-    if n & (n - 1) == 0 then self.checkpoint = here end -- n is a power of two
+    local p = self.read + 1
+    if p & (p - 1) == 0 then self.checkpoint = here end -- p is a power of two
   end
   return fresh
 end
