@@ -305,7 +305,8 @@ end
 ---------------------------------------------------------------------------------------------
 -- The log
 
-local secret_params = {client_secret = true, client_assertion = true, refresh_token = true, password = true}
+local secret_params = {client_secret = true, client_assertion = true, refresh_token = true, password = true,
+                       device_code = true}
 
 local function redact_form(body)
   return (body:gsub("([^&=]*)=([^&]*)", function(key)
