@@ -144,9 +144,14 @@ end
 ------------------------------------------------------------------------------------------------
 -- The flow
 
+-- What to tell the user, from the on_code table: one line.
+function M.instructions(info)
+  return ("To sign in, open %s in a web browser and enter the code %s (it expires in %d minutes).")
+    :format(info.verification_uri, info.user_code, math.max(1, info.expires_in // 60))
+end
+
 local function default_on_code(info)
-  io.stderr:write(("To sign in, open %s in a web browser and enter the code %s (it expires in %d minutes).\n")
-    :format(info.verification_uri, info.user_code, math.max(1, info.expires_in // 60)))
+  io.stderr:write(M.instructions(info), "\n")
   io.stderr:flush()
 end
 
@@ -167,9 +172,11 @@ local function request(url, body)
   }
 end
 
-local function auth_error(req, code, fmt, ...)
+-- attempts: the requests made with the device code (none of them failed: the code ran out).
+local function expired_error(req, attempts)
   return core.error {
-    kind = "auth", code = code, method = req.method, url = req.url, message = fmt:format(...),
+    kind = "auth", code = "expired_token", method = req.method, url = req.url, attempts = attempts,
+    message = "the code expired before the sign-in was completed",
   }
 end
 
@@ -224,19 +231,25 @@ local function poll(client, o, url, info, at)
   })
   req.retry = "unsent" -- a device code the server may have redeemed is not sent twice
   local expires_at = o._clock() + info.expires_in
-  local interval, reason = info.interval, "start"
+  local interval, reason, polls = info.interval, "start", 0
   while true do
     local now = o._clock()
     if now + interval > expires_at then
-      return nil, auth_error(req, "expired_token", "the code expired before the sign-in was completed")
+      return nil, expired_error(req, polls)
     elseif at and now + interval >= at then
       return nil, util.deadline_error(req, "pc.device_login")
     end
     if o.on_event then o.on_event { type = "poll", wait = interval, reason = reason } end
     o._sleep(interval)
-    local copts = util.call_options(o, at or expires_at)
-    if not copts then return nil, util.deadline_error(req, "pc.device_login") end
+    now = o._clock() -- a wait may last longer than asked
+    if at and now >= at then
+      return nil, util.deadline_error(req, "pc.device_login")
+    elseif now >= expires_at then
+      return nil, expired_error(req, polls)
+    end
+    local copts = util.call_options(o, math.min(at or expires_at, expires_at))
     local resp, err = client:request(req, copts)
+    polls = polls + 1
     if resp then
       local tokens, why = tokens_of(resp.data)
       if tokens then return tokens end

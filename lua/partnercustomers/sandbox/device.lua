@@ -131,10 +131,11 @@ function Device:redeem(req, form, version)
   return reply(200, body, pc:entra_headers(req))
 end
 
--- What a test may see of a code: never the device code.
+-- What a test may see of a code (the device code too, so that a test can look for it where it
+-- must not be).
 local function public(code)
-  return {user_code = code.user_code, state = code.state, polls = code.polls, scope = code.scope,
-          client_id = code.client_id, slow_down = code.slow_down}
+  return {user_code = code.user_code, device_code = code.device_code, state = code.state,
+          polls = code.polls, scope = code.scope, client_id = code.client_id, slow_down = code.slow_down}
 end
 
 ---------------------------------------------------------------------------------------------
