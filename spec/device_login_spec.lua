@@ -119,6 +119,9 @@ describe("pc.device_login against the sandbox", function()
     assert.equal(900, t.info.expires_in)
     assert.equal(5, t.info.interval)
     assert.truthy(t.info.message:find(code.user_code, 1, true))
+    local page = sb:request { path = "/devicelogin" }
+    assert.equal(200, page.status)
+    assert.truthy(page.body:find(sb.url .. "/_sandbox/device", 1, true), page.body)
     assert.equal("To sign in, open " .. sb.url .. "/devicelogin in a web browser and enter the code "
                  .. code.user_code .. " (it expires in 15 minutes).",
                  require("partnercustomers.device_login").instructions(t.info))
@@ -142,7 +145,10 @@ describe("pc.device_login against the sandbox", function()
                 end)())
     assert_no_secrets(t, nil, { tokens.refresh_token, tokens.access_token, code.device_code })
     -- what the sandbox received: the v2 forms, no client secret (a public client)
-    local log = sb:log()
+    local log = {}
+    for _, e in ipairs(sb:log()) do
+      if e.path:find("/oauth2/", 1, true) then log[#log + 1] = e end
+    end
     local asked = form_of(log[#log - 3].body)
     assert.same({ client_id = sb.client_id, scope = USER_SCOPE .. " offline_access" }, asked)
     assert.matches("/oauth2/v2%.0/devicecode$", log[#log - 3].path)
@@ -260,6 +266,20 @@ describe("pc.device_login against the sandbox", function()
       assert.equal(400, err.status)
       assert.same({}, t.sleeps)
     end
+  end)
+
+  it("the sandbox's device admin call refuses what it cannot do", function()
+    local function post(body)
+      return sb:request { method = "POST", path = "/_sandbox/device", body = body,
+                          headers = { ["content-type"] = "application/json" } }
+    end
+    assert.equal(400, post('{"action":"explode"}').status)
+    assert.equal(400, post('{"action":"deny","error":"server_error"}').status)
+    assert.equal(400, post("not json").status)
+    assert.equal(404, post('{"action":"approve","user_code":"NOSUCHCODE"}').status)
+    local redeemed
+    for _, c in ipairs(codes()) do if c.state == "redeemed" then redeemed = c.user_code end end
+    assert.equal(409, post(cjson.encode { action = "deny", user_code = redeemed }).status)
   end)
 
   it("writes the refresh token with the login command: mode 600, atomically, no temporary file left", function()

@@ -90,7 +90,6 @@ local function misuse_message(e)
 end
 
 function M.run(env, out, err, hooks)
-  local _ = out
   env, err, hooks = env or {}, err or io.stderr, hooks or {}
   local file = value(env, FILE_VAR)
   local o, why = options(env)

@@ -9,6 +9,7 @@ local device = {}
 
 device.GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 device.PATH = "^/([^/]+)/oauth2/v2%.0/devicecode$"
+device.PAGE = "/devicelogin"
 
 local USER_SCOPE = "https://api.partnercenter.microsoft.com/user_impersonation"
 local OTHER_SCOPES = {offline_access = true, openid = true, profile = true}
@@ -77,7 +78,7 @@ function Device:authorize(req, tenant, form)
   self.codes[code.device_code] = code
   self.by_user[code.user_code] = code
   self.order[#self.order + 1] = code
-  local uri = (req.base_url or self.svc.base_url or "") .. "/devicelogin"
+  local uri = (req.base_url or self.svc.base_url or "") .. device.PAGE
   return reply(200, {
     user_code = code.user_code, device_code = code.device_code, verification_uri = uri,
     expires_in = EXPIRES_IN, interval = INTERVAL,
@@ -129,6 +130,15 @@ function Device:redeem(req, form, version)
     if word == "offline_access" then body.refresh_token = pc:issue_refresh_token() end
   end
   return reply(200, body, pc:entra_headers(req))
+end
+
+-- GET /devicelogin, the verification page: a sandbox has no users, so it says how to play one.
+function Device:page(req)
+  local base = req.base_url or self.svc.base_url or ""
+  return {status = 200, headers = {["content-type"] = "text/plain; charset=utf-8"},
+          body = "partnercustomers sandbox: no one signs in here. Approve the latest code with\n" ..
+                 "  curl -X POST -d '{\"action\":\"approve\"}' " .. base .. "/_sandbox/device\n" ..
+                 "(or \"deny\", \"expire\", \"slow_down\"; add \"user_code\" for another code).\n"}
 end
 
 -- What a test may see of a code (the device code too, so that a test can look for it where it

@@ -94,6 +94,10 @@ function partnercenter.route(req)
     return {endpoint = "pc_token",
             handler = function(pc, r) return pc:token_endpoint(r, version, url_decode(tenant)) end}
   end
+  if path == device.PAGE then
+    if method ~= "GET" then return nil, "GET" end
+    return {endpoint = "other", handler = function(pc, r) return pc.device:page(r) end}
+  end
   local device_tenant = path:match(device.PATH)
   if device_tenant then
     if method ~= "POST" then return nil, "POST" end
