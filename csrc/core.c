@@ -417,6 +417,22 @@ static int l_url_problem(lua_State *L) {
   return 1;
 }
 
+/* core.write_private_file(path, data): pc_write_private; true, or nil and a message that names
+ * the path and the reason, never the data. */
+static int l_write_private_file(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  size_t n;
+  const char *data = luaL_checklstring(L, 2, &n);
+  int e = pc_write_private(path, data, n);
+  if (e == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushnil(L);
+  lua_pushfstring(L, "%s: %s", path, strerror(e));
+  return 2;
+}
+
 static int l_now(lua_State *L) {
   lua_pushnumber(L, pc_real_now());
   return 1;
@@ -457,7 +473,8 @@ static const luaL_Reg funcs[] = {
   {"new", l_new}, {"error", pc_l_error}, {"is_error", pc_l_is_error},
   {"now", l_now}, {"url_problem", l_url_problem}, {"sleep", l_sleep}, {"uuid", l_uuid},
   {"job_status_code", pc_l_job_status_code}, {"job_status_labels", pc_l_job_status_labels},
-  {"item_key", pc_l_item_key}, {"table", l_table}, {NULL, NULL},
+  {"item_key", pc_l_item_key}, {"table", l_table}, {"write_private_file", l_write_private_file},
+  {NULL, NULL},
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;

@@ -206,6 +206,10 @@ void pc_form_encode(luaL_Buffer *b, const char *s, size_t n);
 void pc_push_basic_credential(lua_State *L, const char *id, size_t idn, const char *secret, size_t secn);
 /* Writes a random version-4 GUID (36 characters and a NUL); returns 0 without a random source. */
 int pc_uuid(char out[37]);
+/* Replaces the file at path with data[0..n), atomically: a new file of mode 0600 made in the same
+ * directory (mkstemp), written, synced and renamed over path; the new file is removed on failure.
+ * Returns 0, or an errno value. */
+int pc_write_private(const char *path, const char *data, size_t n);
 
 /* response.c: reading what a server sent (hostile input; raises only memory errors) */
 void pc_push_headers(lua_State *L, const char *p, size_t len);

@@ -1,8 +1,11 @@
 /* Helpers at the bottom of the core: growable buffers, base64, form encoding, random ids.
  * Nothing here knows of HTTP, OAuth or the client; nothing depends on the C locale. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <openssl/rand.h>
 #include "pc.h"
 
@@ -96,4 +99,39 @@ int pc_uuid(char out[37]) {
   snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
            r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13], r[14], r[15]);
   return 1;
+}
+
+/* Writes n bytes of data to fd (EINTR and short writes retried); 0 or an errno value. */
+static int write_all(int fd, const char *data, size_t n) {
+  while (n > 0) {
+    ssize_t w = write(fd, data, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return w < 0 ? errno : EIO;
+    data += w, n -= (size_t)w;
+  }
+  return 0;
+}
+
+int pc_write_private(const char *path, const char *data, size_t n) {
+  size_t len = strlen(path);
+  if (len == 0 || path[len - 1] == '/') return EISDIR;
+  const char *slash = strrchr(path, '/');
+  size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0; /* with its '/' */
+  char *tmp = malloc(len + 9);
+  if (tmp == NULL) return ENOMEM;
+  /* "dir/.name.XXXXXX": the same directory (rename stays atomic), hidden */
+  snprintf(tmp, len + 9, "%.*s.%s.XXXXXX", (int)dirlen, path, path + dirlen);
+  int fd = mkstemp(tmp); /* mode 0600 */
+  if (fd < 0) {
+    int e = errno;
+    free(tmp);
+    return e;
+  }
+  int e = write_all(fd, data, n);
+  if (e == 0 && fsync(fd) != 0) e = errno;
+  if (close(fd) != 0 && e == 0) e = errno;
+  if (e == 0 && rename(tmp, path) != 0) e = errno;
+  if (e != 0) unlink(tmp);
+  free(tmp);
+  return e;
 }

@@ -1,10 +1,12 @@
 -- The core's token flows against a real, OpenID Certified authorization server: oidc-provider
 -- (spec/oidc/server.js) on 127.0.0.1, port 0. Client secrets sent in the body and with HTTP Basic,
 -- certificate assertions signed RS256 and PS256; refusals come back as auth errors, tried once.
+-- pc.device_login against its device flow (RFC 8628), the user driven through its device pages.
 -- The tokens are then used on the sandbox's AvePoint v3 endpoint: the sandbox is the resource
 -- server and checks them at oidc-provider's introspection endpoint (RFC 7662).
 -- Needs `npm ci --prefix spec/oidc` once. Keys and certificates are made here with openssl.
 local core = require "partnercustomers.core"
+local pc = require "partnercustomers"
 local oidc = require "spec.helpers.oidc"
 local sandbox = require "spec.helpers.sandbox"
 local helpers = require "spec.helpers.util"
@@ -102,6 +104,10 @@ commonName = supplied
         { client_id = "cc-jwt", token_endpoint_auth_method = "private_key_jwt", certificates = { p("cert.pem") } },
         -- a client whose registered key is not the one it signs with
         { client_id = "cc-jwt-other", token_endpoint_auth_method = "private_key_jwt", certificates = { p("other.pem") } },
+        -- a public client of the device flow (no secret), as Entra's device sign-in apps are
+        { client_id = "device-app", token_endpoint_auth_method = "none",
+          grant_types = { "urn:ietf:params:oauth:grant-type:device_code", "refresh_token" },
+          scope = "openid offline_access " .. SCOPE },
         -- the resource server: may introspect, gets no tokens
         { client_id = "rs", client_secret = S.rs, token_endpoint_auth_method = "client_secret_basic", introspection = true },
       },
@@ -394,6 +400,87 @@ commonName = supplied
         assert_nothing_secret(err)
       end)
     end
+  end)
+
+  describe("pc.device_login against the device flow", function()
+    local DEVICE_SCOPE = "openid offline_access " .. SCOPE
+
+    -- Device login with injected time; `user(info)` runs during the second wait (the user at the
+    -- device pages meanwhile).
+    local function device_login(user, extra)
+      local t = helpers.fake_time()
+      local events = {}
+      local o = {
+        client_id = "device-app", devicecode_url = server.device_url, token_url = server.token_url,
+        scope = DEVICE_SCOPE, clock = t.clock,
+        sleep = function(s)
+          t.sleep(s)
+          if #t.sleeps == 2 and user then t.page = user(t.info) end
+        end,
+        on_code = function(info) t.info = info end,
+        on_event = function(ev) events[#events + 1] = ev end,
+      }
+      for k, v in pairs(extra or {}) do o[k] = v end
+      local tokens, err = pc.device_login(o)
+      return tokens, err, t, events
+    end
+
+    it("polls while pending, the user approves at the device pages, and the tokens work", function()
+      local tokens, err, t, events = device_login(function(info)
+        return server:device_user(info.user_code, "approve")
+      end)
+      assert.is_nil(err)
+      assert.equal(200, t.page.status)
+      assert.truthy(t.page.body:find("Sign-in Success", 1, true), t.page.body)
+      assert.equal(server.issuer .. "/device", t.info.verification_uri)
+      assert.equal(server.issuer .. "/device?user_code=" .. t.info.user_code, t.info.verification_uri_complete)
+      assert.equal(600, t.info.expires_in)
+      assert.equal(5, t.info.interval) -- oidc-provider names none: RFC 8628's default
+      assert.same({ 5, 5 }, t.sleeps) -- one authorization_pending, then the tokens
+      assert.equal("string", type(tokens.refresh_token))
+      assert.equal("string", type(tokens.id_token))
+      local shown = {}
+      for _, s in ipairs(strings(events)) do shown[#shown + 1] = s end
+      for _, s in ipairs(shown) do
+        assert.falsy(s:find(tokens.refresh_token, 1, true))
+        assert.falsy(s:find(tokens.access_token, 1, true))
+      end
+      -- the access token is good at the resource server (the sandbox introspects it)
+      local c = core.new { access_token = tokens.access_token }
+      local resp, cerr = call(c)
+      assert.is_nil(cerr)
+      assert.equal(200, resp.status)
+      -- the refresh token is redeemed by the core's refresh grant, and rotated
+      local rotated
+      local rc = core.new { refresh_token = { token_url = server.token_url, client_id = "device-app",
+                                              refresh_token = tokens.refresh_token,
+                                              on_refresh_token = function(new) rotated = new end } }
+      resp, cerr = call(rc)
+      assert.is_nil(cerr)
+      assert.equal(200, resp.status)
+      assert.equal("string", type(rotated))
+      assert.are_not.equal(tokens.refresh_token, rotated)
+    end)
+
+    it("the user aborting at the confirmation page is an auth error, access_denied", function()
+      local tokens, err, t = device_login(function(info) return server:device_user(info.user_code, "abort") end)
+      assert.is_nil(tokens)
+      helpers.assert_error(err, "auth")
+      assert.equal("access_denied", err.code)
+      assert.equal(400, err.status)
+      assert.same({ 5, 5 }, t.sleeps)
+      assert.truthy(t.page.body:find("interrupted", 1, true), t.page.body)
+    end)
+
+    it("a scope the client may not have is refused at the device endpoint, before any wait", function()
+      local tokens, err, t = device_login(nil, { scope = "api.read" })
+      assert.is_nil(tokens)
+      helpers.assert_error(err, "auth")
+      assert.equal("invalid_scope", err.code)
+      assert.equal(400, err.status)
+      assert.same({}, t.sleeps)
+      assert.is_nil(t.info)
+    end)
   end)
 
   describe("the server itself", function()

@@ -62,7 +62,8 @@ describe("README.md's Lua snippets", function()
     local cmd = "cd " .. q(dir) .. " && env -u LD_PRELOAD"
       .. " LUA_PATH=" .. q(root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;;")
       .. " LUA_CPATH=" .. q(root .. "/build/?.so;;")
-      .. " SANDBOX_ARGS=" .. q("--quiet --client-cert " .. dir .. "/cert.pem")
+      -- --approve-devices: the device login snippet has no one at a browser to approve its code
+      .. " SANDBOX_ARGS=" .. q("--quiet --approve-devices --client-cert " .. dir .. "/cert.pem")
       .. " " .. q(root .. "/bin/with-sandbox") .. " lua5.4 runner.lua < blocks 2>&1"
     local p = assert(io.popen(cmd))
     results = p:read("a")

@@ -12,4 +12,5 @@ return {
   job_status = require "partnercustomers.job_status",
   avepoint = require("partnercustomers.avepoint").new,
   partnercenter = require("partnercustomers.partnercenter").new,
+  device_login = require("partnercustomers.device_login").device_login,
 }

@@ -471,4 +471,4 @@ end
 
 Partnercenter.__close = function(self) self:close() end
 
-return { new = new, is_guid = is_guid }
+return { new = new, is_guid = is_guid, tenant = tenant, CLOUDS = CLOUDS, RESOURCE = RESOURCE }

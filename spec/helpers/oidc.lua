@@ -8,6 +8,8 @@
 --   server.issuer, server.token_url, server.introspection_url
 --   server:token_requests()   -- what the token endpoint received (see spec/oidc/server.js)
 --   server:revoke()           -- every token issued so far becomes invalid
+--   server.device_url         -- the device authorization endpoint (RFC 8628)
+--   server:device_user(user_code, "approve" | "abort")  -- a user at oidc-provider's device pages
 --   server:stop()             -- idempotent; also on garbage collection and <close>
 --
 -- Clients are oidc-provider client metadata, plus `certificates = {"cert.pem"}` (a JWKS made from
@@ -70,6 +72,44 @@ function Server:token_requests() return admin(self, "GET", "/_test/token-request
 
 -- Every client credentials token issued so far becomes invalid; returns how many.
 function Server:revoke() return admin(self, "POST", "/_test/revoke").revoked end
+
+-- Runs curl with a cookie jar (a browser session) and form data; follows redirects. Returns
+-- {status, body} of the last answer.
+local function browse(jar, url, form)
+  local argv = {"env -u LD_PRELOAD curl -sS --noproxy '*' --max-time 5 -L -b", shell_quote(jar), "-c", shell_quote(jar),
+                "-o - -w '\\n%{http_code}'"}
+  for _, kv in ipairs(form or {}) do
+    argv[#argv + 1] = "--data-urlencode " .. shell_quote(kv[1] .. "=" .. kv[2])
+  end
+  argv[#argv + 1] = shell_quote(url) .. " 2>&1"
+  local p = assert(io.popen(table.concat(argv, " "), "r"))
+  local out = p:read("a")
+  p:close()
+  local body, status = out:match("^(.*)\n(%d+)$")
+  return {status = tonumber(status), body = body or out}
+end
+
+local function xsrf_of(page)
+  local xsrf = page.body:match('name="xsrf" value="([^"]+)"')
+  if not xsrf then error("oidc helper: no xsrf field in the device page: " .. page.body, 3) end
+  return xsrf
+end
+
+-- What a user does at the device pages: opens ISSUER/device?user_code=CODE (a form that posts the
+-- code), submits it, and on the confirmation page either confirms (the interaction page then signs
+-- the user in and consents) or aborts. Returns the last page {status, body}.
+function Server:device_user(user_code, action)
+  local jar = self.dir .. "/cookies-" .. user_code:gsub("%W", "")
+  local start = browse(jar, self.issuer .. "/device?user_code=" .. user_code)
+  local confirm = browse(jar, self.issuer .. "/device", {{"xsrf", xsrf_of(start)}, {"user_code", user_code}})
+  if not confirm.body:find("Confirm Device", 1, true) then
+    error("oidc helper: no confirmation page: " .. confirm.body, 2)
+  end
+  local last = {{"xsrf", xsrf_of(confirm)}, {"user_code", user_code}}
+  last[#last + 1] = {"confirm", "yes"}
+  if action == "abort" then last[#last + 1] = {"abort", "yes"} end -- the Abort button of the same form
+  return browse(jar, self.issuer .. "/device", last)
+end
 
 -- Stops the server (its stdin closes and it gets SIGTERM) and reaps it.
 function Server:stop()
@@ -141,6 +181,7 @@ function oidc.start(opts)
   self.port = tonumber(issuer:match(":(%d+)$"))
   self.token_url = issuer .. "/token"
   self.introspection_url = issuer .. "/token/introspection"
+  self.device_url = issuer .. "/device/auth"
   self.log_file = log
   return self
 end

@@ -29,6 +29,13 @@
 //                               iss, sub, jti, iat, nbf, exp}}; never a secret, a token or an assertion.
 //   POST /_test/revoke          every client credentials token issued so far becomes invalid
 //                               -> {"revoked": N}
+//
+// The device authorization grant (RFC 8628) is on: ISSUER/device/auth, the user's pages at
+// ISSUER/device (oidc-provider's own), and the token endpoint's device_code grant. A device client
+// needs grant_types ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"] and a scope
+// with offline_access. The sign-in itself is this server's interaction page, GET /interaction/UID:
+// it signs the user "device-user" in and consents to every scope asked for, through oidc-provider's
+// interaction API, without a form.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -152,8 +159,37 @@ function json(res, status, body, headers = {}) {
   res.end(JSON.stringify(body));
 }
 
+const DEVICE_USER = 'device-user';
+
+// One step of an interaction: the login, then the consent to every scope asked for.
+async function interact(req, res) {
+  const details = await provider.interactionDetails(req, res);
+  const { prompt, params, session } = details;
+  let result;
+  if (prompt.name === 'login') {
+    result = { login: { accountId: DEVICE_USER } };
+  } else if (prompt.name === 'consent') {
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+    const missing = prompt.details;
+    if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+    for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes || {})) {
+      grant.addResourceScope(indicator, scopes.join(' '));
+    }
+    result = { consent: { grantId: await grant.save() } };
+  } else {
+    result = { error: 'access_denied', error_description: `unexpected prompt ${prompt.name}` };
+  }
+  await provider.interactionFinished(req, res, result, { mergeWithLastSubmission: true });
+}
+
 const server = http.createServer((req, res) => {
   const path = new URL(req.url, 'http://127.0.0.1').pathname;
+  if (path.startsWith('/interaction/') && req.method === 'GET') {
+    interact(req, res).catch((err) => json(res, 500, { error: 'server_error', error_description: err.message }));
+    return;
+  }
   if (path === '/_test/token-requests' && req.method === 'GET') {
     json(res, 200, tokenRequests);
     return;
@@ -215,10 +251,10 @@ server.listen(port, '127.0.0.1', () => {
   try {
     provider = new Provider(issuer, {
       clients: clients.map(clientMetadata),
-      clientAuthMethods: ['client_secret_post', 'client_secret_basic', 'private_key_jwt'],
+      clientAuthMethods: ['none', 'client_secret_post', 'client_secret_basic', 'private_key_jwt'],
       enabledJWA: { clientAuthSigningAlgValues: ['RS256', 'PS256'] },
       clockTolerance,
-      scopes: ['openid', ...SCOPES],
+      scopes: ['openid', 'offline_access', ...SCOPES],
       jwks: { keys: [signingKey] },
       cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
       ttl: { ClientCredentials: ttl, AccessToken: ttl },
@@ -232,6 +268,7 @@ server.listen(port, '127.0.0.1', () => {
           allowedPolicy: async (ctx, client) => introspectors.has(client.clientId),
         },
         revocation: { enabled: true },
+        deviceFlow: { enabled: true },
       },
     });
   } catch (err) {

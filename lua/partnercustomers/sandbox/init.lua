@@ -11,7 +11,7 @@ local INTROSPECTION_SECRET_ENV = "PARTNERCUSTOMERS_SANDBOX_INTROSPECTION_SECRET"
 
 local defaults = {
   port = 0, count = 250, seed = 1, idle_timeout = 600, client_id = "sandbox-client",
-  token_ttl = 3600, odata_page_size = 100, v3_status = "mixed", quiet = false,
+  token_ttl = 3600, odata_page_size = 100, v3_status = "mixed", quiet = false, approve_devices = false,
   pc_tenant = "sandbox-partner.onmicrosoft.com",
 }
 
@@ -59,6 +59,7 @@ local option_checks = {
   odata_page_size = {integer_in(1, 100000)},
   v3_status = {function(v) return STATUS_STYLES[v] ~= nil end, '"mixed", "int", "string" or "label"'},
   quiet = {function(v) return type(v) == "boolean" end, "a boolean"},
+  approve_devices = {function(v) return type(v) == "boolean" end, "a boolean"},
   pc_tenant = {tenant_name, "a tenant name (letters, digits, '.' and '-')"},
   client_cert = {non_empty_string, "a file name"},
   introspection_url = {loopback_url, "an http://127.0.0.1[:PORT]/path URL"},
@@ -176,6 +177,7 @@ Partner Center customer endpoints and their Entra ID token endpoints, on 127.0.0
                        the sandbox's client id at that endpoint (HTTP Basic); the secret comes
                        from PARTNERCUSTOMERS_SANDBOX_INTROSPECTION_SECRET
   --quiet              no request log on stderr
+  --approve-devices    device codes are approved as they are issued (no one plays the user)
   --help               this text
 
 The client secret comes from the environment variable PARTNERCUSTOMERS_SANDBOX_SECRET;
@@ -211,6 +213,7 @@ local flags = {
   ["--introspection-url"] = {"introspection_url", parse_string},
   ["--introspection-client-id"] = {"introspection_client_id", parse_string},
   ["--quiet"] = {"quiet"},
+  ["--approve-devices"] = {"approve_devices"},
 }
 
 -- Returns the options table, "help", or nil and a message.

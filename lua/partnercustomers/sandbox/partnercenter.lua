@@ -9,6 +9,7 @@ local basexx = require "basexx"
 local json = require "partnercustomers.sandbox.json"
 local data = require "partnercustomers.sandbox.data"
 local faults = require "partnercustomers.sandbox.faults"
+local device = require "partnercustomers.sandbox.device"
 
 local partnercenter = {}
 
@@ -21,7 +22,7 @@ local SCOPE_V2 = partnercenter.AUDIENCE .. "/.default"
 -- scopes a refresh_token grant may add to the .default one (as MSAL does)
 local EXTRA_USER_SCOPES = {offline_access = true, openid = true, profile = true}
 local RESOURCES_V1 = {[partnercenter.AUDIENCE] = true, [partnercenter.AUDIENCE .. "/"] = true}
-local GRANTS = {client_credentials = true, refresh_token = true}
+local GRANTS = {client_credentials = true, refresh_token = true, [device.GRANT] = true}
 
 local LIST_PATH = "/v1/customers"
 local ORG_PATH = "^/v1/customers/([^/]+)/organization$"
@@ -73,7 +74,7 @@ end
 -- Paths
 
 function partnercenter.is_token_path(path)
-  return path:match(TOKEN_V2) ~= nil or path:match(TOKEN_V1) ~= nil
+  return path:match(TOKEN_V2) ~= nil or path:match(TOKEN_V1) ~= nil or path:match(device.PATH) ~= nil
 end
 
 -- Partner Center API paths: their answers carry MS-RequestId, MS-CorrelationId and MS-CV.
@@ -92,6 +93,16 @@ function partnercenter.route(req)
     local version = v2_tenant and 2 or 1
     return {endpoint = "pc_token",
             handler = function(pc, r) return pc:token_endpoint(r, version, url_decode(tenant)) end}
+  end
+  if path == device.PAGE then
+    if method ~= "GET" then return nil, "GET" end
+    return {endpoint = "other", handler = function(pc, r) return pc.device:page(r) end}
+  end
+  local device_tenant = path:match(device.PATH)
+  if device_tenant then
+    if method ~= "POST" then return nil, "POST" end
+    return {endpoint = "pc_devicecode",
+            handler = function(pc, r) return pc:devicecode_endpoint(r, url_decode(device_tenant)) end}
   end
   if path == LIST_PATH then
     if method ~= "GET" then return nil, "GET" end
@@ -240,6 +251,7 @@ function PartnerCenter:token_endpoint(req, version, tenant)
   end
   local denied = self:authenticate_client(req, form)
   if denied then return denied end
+  if form.grant_type == device.GRANT then return self.device:redeem(req, form, version) end
   local bad_audience = self:check_audience(req, form, version)
   if bad_audience then return bad_audience end
   local redeemed
@@ -270,6 +282,21 @@ function PartnerCenter:token_endpoint(req, version, tenant)
     if redeemed then body.scope = "user_impersonation" end
   end
   return reply(200, body, self:entra_headers(req))
+end
+
+-- POST /{tenant}/oauth2/v2.0/devicecode (device.lua): tenant and form checked as on the token
+-- endpoint.
+function PartnerCenter:devicecode_endpoint(req, tenant)
+  if tenant:lower() ~= self.tenant:lower() then
+    return self:entra_error(req, 400, "invalid_request", 90002,
+      "Tenant '" .. tenant .. "' not found. Check that the tenant name or id is right.")
+  end
+  local form, twice = read_form(req.body, self.svc.is_form(req.headers["content-type"]))
+  if not form then
+    return self:entra_error(req, 400, "invalid_request", 900144,
+      "The request body must contain the parameter '" .. twice .. "' once only.")
+  end
+  return self.device:authorize(req, tenant, form)
 end
 
 ---------------------------------------------------------------------------------------------
@@ -433,6 +460,10 @@ partnercenter.admin["GET /_sandbox/pc/organizations"] = function(pc)
   return reply(200, out)
 end
 
+for key, handler in pairs(device.admin) do
+  partnercenter.admin[key] = function(pc, req) return handler(pc.device, req) end
+end
+
 ---------------------------------------------------------------------------------------------
 
 -- svc: the service (for cfg, base_url, clock, random_hex, issue, token_of, is_form, client_credentials,
@@ -441,7 +472,7 @@ function partnercenter.new(svc)
   local tenants = data.pc_tenants(svc.customers, svc.cfg.seed)
   local by_id = {}
   for _, t in ipairs(tenants) do by_id[t.id] = t end
-  return setmetatable({
+  local pc = setmetatable({
     svc = svc,
     tenant = svc.cfg.pc_tenant or "sandbox-partner.onmicrosoft.com",
     tenants = tenants,
@@ -450,6 +481,8 @@ function partnercenter.new(svc)
     refresh_issued = 0,
     nonce = svc.random_hex(4),
   }, PartnerCenter)
+  pc.device = device.new(pc, svc, partnercenter.AUDIENCE)
+  return pc
 end
 
 return partnercenter

@@ -163,7 +163,7 @@ function server.run(cfg)
   local svc = service.new{
     count = cfg.count, seed = cfg.seed, client_id = cfg.client_id, client_secret = cfg.client_secret,
     token_ttl = cfg.token_ttl, odata_page_size = cfg.odata_page_size, v3_status = cfg.v3_status,
-    pc_tenant = cfg.pc_tenant, client_cert = cfg.client_cert, clock = cqueues.monotime, random_hex = cfg.random_hex,
+    pc_tenant = cfg.pc_tenant, client_cert = cfg.client_cert, approve_devices = cfg.approve_devices, clock = cqueues.monotime, random_hex = cfg.random_hex,
     introspection = cfg.introspection_url and {
       url = cfg.introspection_url, client_id = cfg.introspection_client_id,
       secret = cfg.introspection_secret, post = post,

@@ -305,7 +305,8 @@ end
 ---------------------------------------------------------------------------------------------
 -- The log
 
-local secret_params = {client_secret = true, client_assertion = true, refresh_token = true, password = true}
+local secret_params = {client_secret = true, client_assertion = true, refresh_token = true, password = true,
+                       device_code = true}
 
 local function redact_form(body)
   return (body:gsub("([^&=]*)=([^&]*)", function(key)
@@ -668,6 +669,7 @@ Service.client_credentials = service.client_credentials
 -- cfg: count, seed, client_id, client_secret, token_ttl, odata_page_size, v3_status, pc_tenant,
 -- clock (function -> seconds), random_hex (function(nbytes) -> hex string), base_url, and
 -- client_cert (a PEM certificate file: client assertions are accepted, see assertion.lua),
+-- approve_devices (device codes start approved),
 -- introspection = {url, client_id, secret, post} (tokens the sandbox did not issue are checked
 -- there; post(url, headers, body, timeout) -> status, body | nil, message does the HTTP POST and
 -- must not block other requests), now (function -> Unix seconds, default os.time; for `exp`).
