@@ -216,15 +216,15 @@ describe("partnercustomers command line", function()
         { { "customers", "--source", "partnercenter", "--parallel", "2" }, "--parallel" },
         { { "customers", "--source", "partnercenter", "--page-size", "501" }, "from 1 to 500" },
         { { "customers", "--source", "avepoint", "--page-size", "10" } },
-        { { "organization" }, "at least one TENANT_ID" },
+        { { "organization" }, "missing argument 'TENANT_ID'" },
         { { "organization", "contoso.onmicrosoft.com" }, "not a customer tenant id" },
         { { "organization", "00000000-0000-4000-8000-000000000000", "x" }, "'x' is not" },
         { { "organization", "00000000-0000-4000-8000-000000000000", "--format", "xml" } },
         { { "organization", "00000000-0000-4000-8000-000000000000", "--page-size", "5" },
-          "unknown argument" },
-        { { "report", "extra" }, "unknown argument 'extra'" },
+          "unknown option '--page-size'" },
+        { { "report", "extra" }, "too many arguments" },
         { { "report", "--parallel", "65" }, "--parallel" },
-        { { "report", "--status", "Failed" }, "unknown argument" },
+        { { "report", "--status", "Failed" }, "unknown option '--status'" },
         { { "organization", "00000000-0000-4000-8000-000000000000" }, "no Partner Center credentials",
           env { PARTNERCUSTOMERS_PC_CLIENT_ID = false, PARTNERCUSTOMERS_PC_CLIENT_SECRET = false } },
         { { "report" }, "no Partner Center credentials",
@@ -436,7 +436,9 @@ describe("partnercustomers command line", function()
                                  "--page-size", "10", "--progress" }
         assert.equal(0, rc)
         local want = {}
-        for i = 1, (#tenants + 9) // 10 do want[i] = "partnercustomers: page " .. i end
+        for i = 1, (#tenants + 9) // 10 do
+          want[i] = ("partnercustomers: %d customers"):format(math.min(10 * i, #tenants))
+        end
         assert.same(want, lines(err))
       end)
 
@@ -659,12 +661,12 @@ describe("partnercustomers command line", function()
   it("reports progress on stderr with --progress only", function()
     local rc, _, err = run { "customers", "--format", "csv", "--page-size", "10", "--progress" }
     assert.equal(0, rc)
-    assert.equal("partnercustomers: page 1 of 3\npartnercustomers: page 2 of 3\n"
-                 .. "partnercustomers: page 3 of 3\n", err)
+    assert.equal("partnercustomers: 10 of 23 customers\npartnercustomers: 20 of 23 customers\n"
+                 .. "partnercustomers: 23 of 23 customers\n", err)
     rc, _, err = run { "customers", "--page-size", "10", "--progress" }
     assert.equal(0, rc)
-    assert.equal("partnercustomers: page 1 of 3\npartnercustomers: page 2 of 3\n"
-                 .. "partnercustomers: page 3 of 3\n", err)
+    assert.equal("partnercustomers: 10 of 23 customers\npartnercustomers: 20 of 23 customers\n"
+                 .. "partnercustomers: 23 of 23 customers\n", err)
     rc, _, err = run { "customers", "--page-size", "10" }
     assert.equal(0, rc)
     assert.equal("", err)
