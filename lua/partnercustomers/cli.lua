@@ -151,10 +151,31 @@ local function certificate_from(env, prefix)
            alg = env_value(env, prefix .. "CERT_ALG") }
 end
 
+-- Whether a URL's host is this machine (a sandbox, say).
+local function loopback(url)
+  local host = url and (url:match("^%a[%w+.-]*://%[([^%]]*)%]") or url:match("^%a[%w+.-]*://([^/:?#]*)"))
+  if not host then return false end
+  host = host:lower()
+  return host == "localhost" or host == "::1" or host:match("^127%.%d+%.%d+%.%d+$") ~= nil
+end
+
+-- An API on this machine with the token URL left to the environment would send the credentials
+-- to the production identity service: refused.
+local function local_api_needs_token_url(base_url, token_url, base_var, token_var)
+  if loopback(base_url) and not token_url then
+    usage("%s points at this machine (a sandbox?) but %s is not set: the token request would go "
+          .. "to the production identity service", base_var, token_var)
+  end
+end
+
 -- pc.avepoint options from the environment.
 local function client_options(env)
   local o = {}
   for var, option in pairs(ENV_OPTIONS) do o[option] = env_value(env, var) end
+  if not env_value(env, "PARTNERCUSTOMERS_ACCESS_TOKEN") then
+    local_api_needs_token_url(o.base_url, o.token_url, "PARTNERCUSTOMERS_BASE_URL",
+                              "PARTNERCUSTOMERS_TOKEN_URL")
+  end
   numbers(o, OPTION_ENV)
   local id = env_value(env, "PARTNERCUSTOMERS_CLIENT_ID")
   local secret = env_value(env, "PARTNERCUSTOMERS_CLIENT_SECRET")
@@ -249,6 +270,10 @@ end
 local function pc_client_options(env)
   local o = {}
   for var, option in pairs(PC_ENV_OPTIONS) do o[option] = env_value(env, var) end
+  if not env_value(env, "PARTNERCUSTOMERS_PC_ACCESS_TOKEN") then
+    local_api_needs_token_url(o.base_url, o.token_url, "PARTNERCUSTOMERS_PC_BASE_URL",
+                              "PARTNERCUSTOMERS_PC_TOKEN_URL")
+  end
   numbers(o, PC_OPTION_ENV)
   local id = env_value(env, "PARTNERCUSTOMERS_PC_CLIENT_ID")
   local secret = env_value(env, "PARTNERCUSTOMERS_PC_CLIENT_SECRET")
@@ -661,13 +686,38 @@ local function report_command(o, env, out, err, status)
   return FAILURE
 end
 
--- `partnercustomers sandbox`: its options, --help included, are its own.
+-- The environment that points the command line at a sandbox listening on `url`.
+local function sandbox_environment(url, cfg)
+  local token_pc = ("%s/%s/oauth2/v2.0/token"):format(url, cfg.pc_tenant)
+  local lines = {
+    "# point partnercustomers at this sandbox (a sandbox's secret is no secret):",
+    "export PARTNERCUSTOMERS_CLIENT_ID=" .. cfg.client_id,
+    "export PARTNERCUSTOMERS_CLIENT_SECRET=" .. cfg.client_secret,
+    "export PARTNERCUSTOMERS_BASE_URL=" .. url,
+    "export PARTNERCUSTOMERS_TOKEN_URL=" .. url .. "/connect/token",
+    "export PARTNERCUSTOMERS_PC_TENANT=" .. cfg.pc_tenant,
+    "export PARTNERCUSTOMERS_PC_CLIENT_ID=" .. cfg.client_id,
+    "export PARTNERCUSTOMERS_PC_CLIENT_SECRET=" .. cfg.client_secret,
+    "export PARTNERCUSTOMERS_PC_BASE_URL=" .. url,
+    "export PARTNERCUSTOMERS_PC_TOKEN_URL=" .. token_pc,
+  }
+  if cfg.client_cert then
+    lines[#lines + 1] = "# the token endpoints check client assertions: set PARTNERCUSTOMERS_CERT_KEY_FILE"
+      .. " and PARTNERCUSTOMERS_CERT_FILE (and _PC_) to the key and the certificate given to --client-cert"
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+-- `partnercustomers sandbox`: its options, --help included, are its own. Once it listens, it
+-- prints the environment that points the command line at it.
 local function sandbox(args, out)
   -- lua-http may be installed for 5.1 only (Debian's lua-http); it is pure Lua
   if not package.searchpath("http.server", package.path) then
     package.path = package.path .. ";/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua"
   end
-  local rc = require("partnercustomers.sandbox").main(table.move(args, 2, #args, 1, {}), out)
+  local rc = require("partnercustomers.sandbox").main(table.move(args, 2, #args, 1, {}), {
+    on_listen = function(url, cfg) out:write(sandbox_environment(url, cfg)) end,
+  })
   if math.type(rc) == "integer" then return rc end
   return (rc == false) and FAILURE or OK
 end
