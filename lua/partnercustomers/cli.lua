@@ -270,7 +270,7 @@ end
 local function pc_client_options(env)
   local o = {}
   for var, option in pairs(PC_ENV_OPTIONS) do o[option] = env_value(env, var) end
-  if not env_value(env, "PARTNERCUSTOMERS_PC_ACCESS_TOKEN") then
+  if o.tenant and not env_value(env, "PARTNERCUSTOMERS_PC_ACCESS_TOKEN") then -- (no tenant: misuse of its own)
     local_api_needs_token_url(o.base_url, o.token_url, "PARTNERCUSTOMERS_PC_BASE_URL",
                               "PARTNERCUSTOMERS_PC_TOKEN_URL")
   end
