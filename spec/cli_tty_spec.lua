@@ -129,16 +129,20 @@ describe("partnercustomers as a process", function()
     assert.equal("/dev/null\n", out)
   end)
 
-  it("a sandbox started by hand prints the environment that points the command line at it", function()
-    local pipe = assert(io.popen("env -u LD_PRELOAD LUA_CPATH='./build/?.so;;' "
+  it("a sandbox started by hand (on a terminal) prints the environment that points the command line at it", function()
+    local pipe = assert(io.popen("script -qec " .. q("env -u LD_PRELOAD LUA_CPATH='./build/?.so;;' "
       .. "PARTNERCUSTOMERS_SANDBOX_SECRET= lua5.4 bin/partnercustomers sandbox --port 0 --quiet "
-      .. "--count 7 --idle-timeout 20", "r"))
-    local first = pipe:read("l")
+      .. "--count 7 --idle-timeout 20") .. " /dev/null </dev/null", "r"))
+    local function read_line()
+      local l = pipe:read("l")
+      return l and (l:gsub("\r$", ""))
+    end
+    local first = read_line()
     local url = first:match("^partnercustomers sandbox listening on (http://127%.0%.0%.1:%d+)$")
     assert.is_string(url)
     local lines, vars = {}, {}
     repeat
-      local l = pipe:read("l")
+      local l = read_line()
       lines[#lines + 1] = l
     until not l or l:find("^export PARTNERCUSTOMERS_PC_TOKEN_URL=")
     for _, l in ipairs(lines) do

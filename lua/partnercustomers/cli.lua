@@ -708,15 +708,17 @@ local function sandbox_environment(url, cfg)
   return table.concat(lines, "\n") .. "\n"
 end
 
--- `partnercustomers sandbox`: its options, --help included, are its own. Once it listens, it
--- prints the environment that points the command line at it.
+-- `partnercustomers sandbox`: its options, --help included, are its own. Started by hand (stdout
+-- a terminal), it prints, once it listens, the environment that points the command line at it;
+-- to a pipe or a file it prints its URL alone, and never its secret.
 local function sandbox(args, out)
   -- lua-http may be installed for 5.1 only (Debian's lua-http); it is pure Lua
   if not package.searchpath("http.server", package.path) then
     package.path = package.path .. ";/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua"
   end
   local rc = require("partnercustomers.sandbox").main(table.move(args, 2, #args, 1, {}), {
-    on_listen = function(url, cfg) out:write(sandbox_environment(url, cfg)) end,
+    on_listen = out == io.stdout and core().isatty(1)
+      and function(url, cfg) out:write(sandbox_environment(url, cfg)) end or nil,
   })
   if math.type(rc) == "integer" then return rc end
   return (rc == false) and FAILURE or OK
