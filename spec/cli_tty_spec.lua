@@ -44,7 +44,7 @@ describe("partnercustomers as a process", function()
   -- Runs `cmd` in a pseudo-terminal of `cols` columns; returns what the terminal received.
   local function in_terminal(cmd, cols, extra)
     local inner = exports(extra) .. "stty cols " .. cols .. " rows 50; " .. cmd
-    return sh("script -qec " .. q("sh -c " .. q(inner)) .. " /dev/null </dev/null")
+    return sh("env -u LD_PRELOAD script -qec " .. q("sh -c " .. q(inner)) .. " /dev/null </dev/null")
   end
 
   it("ends on Ctrl-C within about half a second: exit 130, one line, no traceback", function()
@@ -130,7 +130,7 @@ describe("partnercustomers as a process", function()
   end)
 
   it("a sandbox started by hand (on a terminal) prints the environment that points the command line at it", function()
-    local pipe = assert(io.popen("script -qec " .. q("env -u LD_PRELOAD LUA_CPATH='./build/?.so;;' "
+    local pipe = assert(io.popen("env -u LD_PRELOAD script -qec " .. q("env -u LD_PRELOAD LUA_CPATH='./build/?.so;;' "
       .. "PARTNERCUSTOMERS_SANDBOX_SECRET= lua5.4 bin/partnercustomers sandbox --port 0 --quiet "
       .. "--count 7 --idle-timeout 20") .. " /dev/null </dev/null", "r"))
     local function read_line()
