@@ -22,6 +22,7 @@ The `partnercustomers sandbox` command (a local fake of the API) also needs lua-
 dependencies = {
   "lua >= 5.4, < 5.5",
   "lua-cjson >= 2.1",
+  "argparse >= 0.6", -- the partnercustomers command (Debian: lua-argparse)
 }
 
 -- A libcurl or an OpenSSL under another prefix (CURL_DIR=/opt/curl, OPENSSL_DIR=...) is used whole:
@@ -50,7 +51,7 @@ build = {
     ["partnercustomers.core"] = {
       sources = { "csrc/auth.c", "csrc/cert.c", "csrc/core.c", "csrc/errors.c", "csrc/hooks.c", "csrc/json.c",
                   "csrc/outcome.c", "csrc/policy.c", "csrc/request.c", "csrc/response.c", "csrc/scheduler.c",
-                  "csrc/transport.c", "csrc/util.c" },
+                  "csrc/sys.c", "csrc/transport.c", "csrc/util.c" },
       defines = { "_DEFAULT_SOURCE" },
       libraries = { "curl", "ssl", "crypto" },
       incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },

@@ -494,6 +494,7 @@ __attribute__((visibility("default"))) int luaopen_partnercustomers_core(lua_Sta
   lua_pop(L, 1);
 
   luaL_newlib(L, funcs);
+  pc_sys_open(L);
   lua_pushliteral(L, "partnercustomers " PC_VERSION);
   lua_setfield(L, -2, "_VERSION");
   /* built from curl_version_info: curl_version() also initialises libldap and libsasl, whose

@@ -275,6 +275,9 @@ double pc_random(lua_State *L, int ci);
 /* Calls on_event with the table at the top (pops it); does nothing without a hook. */
 void pc_emit(lua_State *L, int ci);
 
+/* sys.c: isatty, mkstemp, the terminal's width, closed 0-2 reopened (added to the table at the top) */
+void pc_sys_open(lua_State *L);
+
 #pragma GCC visibility pop
 
 #endif

@@ -216,15 +216,15 @@ describe("partnercustomers command line", function()
         { { "customers", "--source", "partnercenter", "--parallel", "2" }, "--parallel" },
         { { "customers", "--source", "partnercenter", "--page-size", "501" }, "from 1 to 500" },
         { { "customers", "--source", "avepoint", "--page-size", "10" } },
-        { { "organization" }, "at least one TENANT_ID" },
+        { { "organization" }, "missing argument 'TENANT_ID'" },
         { { "organization", "contoso.onmicrosoft.com" }, "not a customer tenant id" },
         { { "organization", "00000000-0000-4000-8000-000000000000", "x" }, "'x' is not" },
         { { "organization", "00000000-0000-4000-8000-000000000000", "--format", "xml" } },
         { { "organization", "00000000-0000-4000-8000-000000000000", "--page-size", "5" },
-          "unknown argument" },
-        { { "report", "extra" }, "unknown argument 'extra'" },
+          "unknown option '--page-size'" },
+        { { "report", "extra" }, "too many arguments" },
         { { "report", "--parallel", "65" }, "--parallel" },
-        { { "report", "--status", "Failed" }, "unknown argument" },
+        { { "report", "--status", "Failed" }, "unknown option '--status'" },
         { { "organization", "00000000-0000-4000-8000-000000000000" }, "no Partner Center credentials",
           env { PARTNERCUSTOMERS_PC_CLIENT_ID = false, PARTNERCUSTOMERS_PC_CLIENT_SECRET = false } },
         { { "report" }, "no Partner Center credentials",
@@ -436,7 +436,9 @@ describe("partnercustomers command line", function()
                                  "--page-size", "10", "--progress" }
         assert.equal(0, rc)
         local want = {}
-        for i = 1, (#tenants + 9) // 10 do want[i] = "partnercustomers: page " .. i end
+        for i = 1, (#tenants + 9) // 10 do
+          want[i] = ("partnercustomers: %d customers"):format(math.min(10 * i, #tenants))
+        end
         assert.same(want, lines(err))
       end)
 
@@ -659,15 +661,205 @@ describe("partnercustomers command line", function()
   it("reports progress on stderr with --progress only", function()
     local rc, _, err = run { "customers", "--format", "csv", "--page-size", "10", "--progress" }
     assert.equal(0, rc)
-    assert.equal("partnercustomers: page 1 of 3\npartnercustomers: page 2 of 3\n"
-                 .. "partnercustomers: page 3 of 3\n", err)
+    assert.equal("partnercustomers: 10 of 23 customers\npartnercustomers: 20 of 23 customers\n"
+                 .. "partnercustomers: 23 of 23 customers\n", err)
     rc, _, err = run { "customers", "--page-size", "10", "--progress" }
     assert.equal(0, rc)
-    assert.equal("partnercustomers: page 1 of 3\npartnercustomers: page 2 of 3\n"
-                 .. "partnercustomers: page 3 of 3\n", err)
+    assert.equal("partnercustomers: 10 of 23 customers\npartnercustomers: 20 of 23 customers\n"
+                 .. "partnercustomers: 23 of 23 customers\n", err)
     rc, _, err = run { "customers", "--page-size", "10" }
     assert.equal(0, rc)
     assert.equal("", err)
+  end)
+
+  describe("arguments", function()
+    it("has a login command that names the setting it misses, with its help", function()
+      local rc, out = run { "login", "--help" }
+      assert.equal(0, rc)
+      assert.matches("^Usage: partnercustomers login", out)
+      assert.truthy(out:find("PARTNERCUSTOMERS_PC_REFRESH_TOKEN_FILE", 1, true))
+      local err
+      rc, out, err = run({ "login" }, { PARTNERCUSTOMERS_PC_CLIENT_ID = "app",
+                                        PARTNERCUSTOMERS_PC_TENANT = "contoso.onmicrosoft.com" })
+      assert.equal(2, rc)
+      assert.equal("", out)
+      assert.matches("PARTNERCUSTOMERS_PC_REFRESH_TOKEN_FILE is not set", err)
+    end)
+
+    it("per-command help with examples, did you mean, completion scripts", function()
+      local rc, out = run { "customers", "--help" }
+      assert.equal(0, rc)
+      assert.matches("^Usage: partnercustomers customers", out)
+      assert.truthy(out:find("Examples:", 1, true))
+      assert.truthy(out:find("--customer-id", 1, true))
+      rc, out = run { "organization", "--help" } -- its TENANT_ID is not needed for help
+      assert.equal(0, rc)
+      assert.matches("^Usage: partnercustomers organization", out)
+      local err
+      rc, out, err = run { "custmers" }
+      assert.equal(2, rc)
+      assert.equal("", out)
+      assert.matches("^partnercustomers: unknown command 'custmers'\nDid you mean 'customers'%?\n", err)
+      rc, _, err = run { "customers", "--page-sise", "5" }
+      assert.equal(2, rc)
+      assert.truthy(err:find("Did you mean '--page-size'?", 1, true), err)
+      assert.truthy(err:find("Try 'partnercustomers customers --help'.", 1, true), err)
+      rc, out = run { "completion", "bash" }
+      assert.equal(0, rc)
+      assert.truthy(out:find("complete -F", 1, true))
+      for _, word in ipairs { "customers", "organization", "report", "--customer-id", "--fields",
+                              "avepoint-v3", "ndjson" } do
+        assert.truthy(out:find(word, 1, true), word)
+      end
+      local f = io.popen("bash -n 2>&1", "w") -- the script is valid bash
+      f:write(out)
+      assert.is_true((f:close()))
+      assert.equal(2, (run { "completion", "tcsh" }))
+      assert.equal(0, #sb:log())
+    end)
+
+    it("refuses a loopback API without its token URL (the token request would go to production)", function()
+      local rc, _, err = run({ "customers" }, env { PARTNERCUSTOMERS_TOKEN_URL = false })
+      assert.equal(2, rc)
+      assert.matches("PARTNERCUSTOMERS_TOKEN_URL is not set", err)
+      rc, _, err = run({ "customers", "--source", "partnercenter" }, env { PARTNERCUSTOMERS_PC_TOKEN_URL = false })
+      assert.equal(2, rc)
+      assert.matches("PARTNERCUSTOMERS_PC_TOKEN_URL is not set", err)
+      assert.equal(0, #sb:log())
+    end)
+  end)
+
+  describe("output", function()
+    it("json stays one valid array when the listing fails midway (exit 1, the error on stderr)", function()
+      sb:faults { { type = "status", status = 500, path = "^/partner/", after = 1, times = -1 } }
+      for _, source in ipairs { "avepoint-v3", "partnercenter" } do
+        if source == "partnercenter" then
+          sb:faults { { type = "status", status = 500, path = "^/v1/customers$", after = 1, times = -1 } }
+        end
+        local rc, out, err = run { "customers", "--format", "json", "--page-size", "10", "--source", source }
+        assert.equal(1, rc)
+        local list = cjson.decode(out)
+        assert.equal(10, #list)
+        assert.matches("^partnercustomers: http error 500[^\n]*\n$", err)
+      end
+    end)
+
+    it("--fields chooses the columns of every format, in that order", function()
+      local rc, out = run { "customers", "--format", "csv", "--fields", "organization,id" }
+      assert.equal(0, rc)
+      local rows = lines(out, "\r\n")
+      assert.equal("organization,id", rows[1])
+      assert.equal(COUNT + 1, #rows)
+      rc, out = run { "customers", "--fields", "id,jobStatusCode" }
+      assert.equal(0, rc)
+      assert.matches("^ID%s+jobStatusCode\n", out)
+      rc, out = run { "customers", "--format", "ndjson", "--fields", "id,jobStatus" }
+      assert.equal(0, rc)
+      for _, l in ipairs(lines(out)) do
+        assert.matches('^{"id":"[^"]+","jobStatus":"[^"]+"}$', l)
+      end
+      rc, out = run { "report", "--fields", "help" }
+      assert.equal(0, rc)
+      assert.matches("^customerId\norganization\n", out)
+      local err
+      rc, out, err = run { "customers", "--fields", "id,nope" }
+      assert.equal(2, rc)
+      assert.matches("unknown field 'nope'", err)
+    end)
+
+    it("csv: --bom for Excel; cells that would be formulas are kept as text", function()
+      local rc, out = run { "customers", "--format", "csv", "--bom", "--fields", "id" }
+      assert.equal(0, rc)
+      assert.equal("\239\187\191id\r\n", out:sub(1, 7))
+      rc, out = run { "customers", "--format", "csv" }
+      assert.equal(0, rc)
+      assert.equal("id,", out:sub(1, 3))
+      for _, row in ipairs(lines(out, "\r\n")) do
+        for cell in (row .. ","):gmatch("([^,]*),") do
+          assert.not_matches("^[=+@]", cell)
+        end
+      end
+    end)
+
+    it("--verbose: one line per request, retry, token fetch and pacing change, no secret", function()
+      sb:faults { { type = "status", status = 503, path = "^/partner/external/", after = 1, times = 1 } }
+      local rc, _, err = run({ "customers", "--format", "csv", "--page-size", "10", "--verbose" },
+                             env { PARTNERCUSTOMERS_MAX_RETRIES = "1" })
+      assert.equal(0, rc, err)
+      local kinds = { token = 0, request = 0, retry = 0, pace = 0 }
+      for _, l in ipairs(lines(err)) do
+        if l:find("^partnercustomers: token for elements%.customers%.read%.all") then
+          kinds.token = kinds.token + 1
+        elseif l:find("^partnercustomers: GET http://127%.0%.0%.1:%d+/partner/external/v3/general/customers%?[^ ]* %-> %d+ in") then
+          kinds.request = kinds.request + 1
+        elseif l:find("^partnercustomers: POST http://127%.0%.0%.1:%d+/connect/token %-> 200 in") then
+          kinds.request = kinds.request + 1
+        elseif l:find("^partnercustomers: retry GET http://127%.0%.0%.1:%d+/partner/external/.* in [%d.]+ s %(attempt 1: 503%)$") then
+          kinds.retry = kinds.retry + 1
+        elseif l:find("^partnercustomers: pacing http://127%.0%.0%.1:%d+: %d+ at once %(") then
+          kinds.pace = kinds.pace + 1
+        else
+          error("unexpected line: " .. l)
+        end
+      end
+      assert.equal(1, kinds.token)
+      assert.equal(1 + 3 + 1, kinds.request) -- the token, three pages, one of them twice
+      assert.equal(1, kinds.retry)
+      assert.is_true(kinds.pace >= 1)
+    end)
+  end)
+
+  describe("selection", function()
+    local function ids_in(out)
+      local got = {}
+      for _, l in ipairs(lines(out)) do got[#got + 1] = cjson.decode(l).id end
+      return got
+    end
+
+    it("--customer-id, --name (substring, any case) and --domain for AvePoint", function()
+      local a, b = expected[3], expected[7]
+      local rc, out = run { "customers", "--format", "ndjson", "--customer-id", a.id,
+                            "--customer-id", b.id:upper() }
+      assert.equal(0, rc)
+      assert.same({ a.id, b.id }, ids_in(out))
+      local part = a.organization:sub(2, 5):upper()
+      local want = {}
+      for _, c in ipairs(expected) do
+        if c.organization:lower():find(part:lower(), 1, true) then want[#want + 1] = c.id end
+      end
+      rc, out = run { "customers", "--format", "ndjson", "--name", part, "--source", "avepoint" }
+      assert.equal(0, rc)
+      assert.same(want, ids_in(out))
+      local domain = a.ownerEmail and a.ownerEmail:match("@(.*)$")
+      assert.is_string(domain)
+      rc, out = run { "customers", "--format", "ndjson", "--domain", domain:upper() }
+      assert.equal(0, rc)
+      assert.truthy(#ids_in(out) >= 1)
+      for _, c in ipairs(cjson.decode("[" .. out:gsub("\n(.)", ",%1") .. "]")) do
+        local mine = c.ownerEmail and c.ownerEmail:lower():match("@(.*)$") == domain:lower()
+        for _, t in ipairs(c.tenants) do mine = mine or (t.name and t.name:lower() == domain:lower()) end
+        assert.truthy(mine)
+      end
+      rc, out = run { "customers", "--format", "ndjson", "--name", "no such name at all" }
+      assert.equal(0, rc)
+      assert.equal("", out)
+    end)
+
+    it("--domain, --name and --customer-id for Partner Center", function()
+      local rc, out = run { "customers", "--source", "partnercenter", "--format", "ndjson" }
+      assert.equal(0, rc)
+      local all = {}
+      for _, l in ipairs(lines(out)) do all[#all + 1] = cjson.decode(l) end
+      local pick = all[4]
+      rc, out = run { "customers", "--source", "partnercenter", "--format", "ndjson", "--domain",
+                      pick.companyProfile.domain:upper() }
+      assert.equal(0, rc)
+      assert.same({ pick.id }, ids_in(out))
+      rc, out = run { "customers", "--source", "partnercenter", "--format", "ndjson",
+                      "--customer-id", pick.id, "--name", pick.companyProfile.companyName:lower() }
+      assert.equal(0, rc)
+      assert.same({ pick.id }, ids_in(out))
+    end)
   end)
 
   it("runs as bin/partnercustomers with the exit codes above", function()

@@ -162,3 +162,78 @@ describe("format", function()
     end
   end)
 end)
+
+describe("format: display width, cutting and fitting", function()
+  it("counts terminal columns for emoji, Thai, combining marks and Hangul", function()
+    local cases = {
+      { "abc", 3 }, { "株式会社", 8 }, { "Cafe\u{301}", 4 }, { "e\u{301}\u{323}", 1 },
+      { "สวัสดี", 4 },                      -- two of six code points are marks above
+      { "ผู้ใหญ่", 4 },                       -- a vowel below and a tone mark above
+      { "한국어", 6 }, { "\u{1100}\u{1161}\u{11A8}", 2 }, -- a syllable, and the same in jamo
+      { "😀", 2 }, { "👍🏽", 2 }, { "👨\u{200D}👩\u{200D}👧", 2 }, { "❤\u{FE0F}", 2 },
+      { "🇨🇭", 2 }, { "a\u{200B}b", 2 }, { "ｆｕｌｌ", 8 },
+    }
+    for _, c in ipairs(cases) do assert.equal(c[2], format.width(c[1]), c[1]) end
+    assert.equal(3, format.width("\255\254x")) -- not UTF-8: bytes
+  end)
+
+  it("cuts a cell to a width with …, keeping marks with their letter", function()
+    assert.equal("abc", format.cut("abc", 3))
+    assert.equal("ab…", format.cut("abcd", 3))
+    assert.equal("株…", format.cut("株式会社", 4)) -- a wide character never straddles the edge
+    assert.equal("株…", format.cut("株式会社", 3))
+    assert.equal("Cafe\u{301}…", format.cut("Cafe\u{301} Creme", 5))
+    assert.equal("สวั…", format.cut("สวัสดี", 3))
+    for _, s in ipairs { "abcdef", "株式会社さくら", "Cafe\u{301} Cre\u{300}me", "😀😀😀😀" } do
+      for w = 1, 8 do assert.is_true(format.width(format.cut(s, w)) <= w) end
+    end
+  end)
+
+  it("fits a table to a width: the widest columns narrowed first", function()
+    local rows = {
+      { id = "c1", organization = ("Very long organization name "):rep(3), ownerEmail = "a@b.example",
+        jobStatus = "Working", tenants = { { id = "t", name = "株式会社さくら株式会社さくら" } } },
+    }
+    local out = sink()
+    local w = format.writer("table", out, nil, { width = 80 })
+    w:add(rows[1])
+    assert(w:finish())
+    local n = 0
+    for l in out.text():gmatch("([^\n]*)\n") do
+      n = n + 1
+      assert.is_true(format.width(l) <= 80, l)
+    end
+    assert.equal(3, n)
+    assert.matches("\nc1  Very long organi…  a@b%.example   Working ", out.text())
+    assert.matches("^ID  Organization%s+Owner e%-mail  Job status  Country  Mode  Tenants\n", out.text())
+    assert.matches("  株式会社さくら…\n$", out.text()) -- 15 columns of the 16 left: no half character
+  end)
+end)
+
+describe("format: csv options", function()
+  it("guards cells a spreadsheet would run as formulas, numbers aside", function()
+    assert.equal("'=1+1", format.csv_guard("=1+1"))
+    assert.equal("'+41 44 000", format.csv_guard("+41 44 000"))
+    assert.equal("'-cmd|x", format.csv_guard("-cmd|x"))
+    assert.equal("'@SUM(A1)", format.csv_guard("@SUM(A1)"))
+    assert.equal("'\tx", format.csv_guard("\tx"))
+    assert.equal("-3", format.csv_guard("-3"))
+    assert.equal("a=b", format.csv_guard("a=b"))
+    local out = sink()
+    assert(format.write("csv", out, { { id = "x", organization = '=HYPERLINK("http://e.example","a,b")' } }))
+    assert.truthy(out.text():find('\r\nx,"\'=HYPERLINK(""http://e.example"",""a,b"")",', 1, true))
+  end)
+
+  it("starts with a byte order mark with bom, and prints only the fields asked for", function()
+    local out = sink()
+    assert(format.write("csv", out, CUSTOMERS, nil, { bom = true, fields = { "organization", "id" } }))
+    assert.equal("\239\187\191organization,id\r\nContoso,c1\r\n",
+                 out.text():sub(1, #"\239\187\191organization,id\r\nContoso,c1\r\n"))
+    local ok, err = pcall(format.writer, "csv", sink(), nil, { fields = { "nope" } })
+    assert.is_false(ok)
+    assert.matches("unknown field \"nope\"", err)
+    assert.same({ "tenantId", "displayName", "street", "city", "state", "postalCode",
+                  "countryLetterCode", "technicalNotificationMails" }, format.fields("csv", "organizations"))
+    assert.is_nil(format.fields("json", "organizations"))
+  end)
+end)

@@ -60,6 +60,7 @@ local option_checks = {
   v3_status = {function(v) return STATUS_STYLES[v] ~= nil end, '"mixed", "int", "string" or "label"'},
   quiet = {function(v) return type(v) == "boolean" end, "a boolean"},
   approve_devices = {function(v) return type(v) == "boolean" end, "a boolean"},
+  on_listen = {function(v) return type(v) == "function" end, "a function"},
   pc_tenant = {tenant_name, "a tenant name (letters, digits, '.' and '-')"},
   client_cert = {non_empty_string, "a file name"},
   introspection_url = {loopback_url, "an http://127.0.0.1[:PORT]/path URL"},
@@ -257,8 +258,11 @@ end
 
 -- The command line: `args` is an array of strings. Returns the exit code
 -- (0 ok, 1 cannot run, 2 misuse).
-function sandbox.main(args)
+function sandbox.main(args, extra)
   local opts, err = parse_args(args or {})
+  if type(opts) == "table" then
+    for k, v in pairs(extra or {}) do opts[k] = v end -- options of the caller (on_listen)
+  end
   if opts == "help" then
     io.stdout:write(sandbox.usage)
     return 0

@@ -185,6 +185,7 @@ function server.run(cfg)
     write_port_file(cfg.port_file, port)
   end
   io.stdout:write("partnercustomers sandbox listening on ", state.base_url, "\n")
+  if cfg.on_listen then cfg.on_listen(state.base_url, cfg) end
   io.stdout:flush()
 
   while not state.stopping do
