@@ -76,10 +76,14 @@ static const char *start_attempt(lua_State *L, int ci, pc_client *c, pc_req *r, 
   return NULL;
 }
 
+/* A handle for a new transfer: neither running nor holding an answer not yet read. The pool has
+ * twice the window's handles (within PC_MAX_PARALLEL), so that freed slots are refilled before
+ * the answers that freed them are decoded. */
 static pc_xfer *free_xfer(pc_batch *b) {
   if (b->running >= b->limit) return NULL;
-  for (int i = 0; i < b->c->nxfers; i++)
-    if (!b->c->xfers[i].added) return &b->c->xfers[i];
+  int n = b->c->nxfers * 2 < PC_MAX_PARALLEL ? b->c->nxfers * 2 : PC_MAX_PARALLEL;
+  for (int i = 0; i < n; i++)
+    if (!b->c->xfers[i].added && b->c->xfers[i].req < 0) return &b->c->xfers[i];
   return NULL;
 }
 
@@ -193,23 +197,32 @@ static double next_due(pc_batch *b) {
   return t;
 }
 
+/* Takes the finished transfers off the multi handle, starts what their slots allow, then reads
+ * their answers: the next requests are on the wire while these are decoded. */
 static void drain_messages(pc_batch *b) {
+  pc_xfer *done[PC_MAX_PARALLEL];
+  CURLcode rcs[PC_MAX_PARALLEL];
+  int n = 0;
   CURLMsg *m;
   int left;
-  while ((m = curl_multi_info_read(b->c->multi, &left))) {
+  while (n < PC_MAX_PARALLEL && (m = curl_multi_info_read(b->c->multi, &left))) {
     if (m->msg != CURLMSG_DONE) continue;
     CURL *e = m->easy_handle;
-    CURLcode rc = m->data.result; /* read before the handle is removed */
+    rcs[n] = m->data.result; /* read before the handle is removed */
     char *priv = NULL;
     curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
     pc_xfer *x = (pc_xfer *)(void *)priv;
     curl_multi_remove_handle(b->c->multi, e);
-    x->added = 0;
+    x->added = 0; /* x->req stays set: its answer is not read yet */
     b->running--;
-    int k = x->req;
-    x->req = -1;
-    b->c->origins[b->rq[k].origin].running--;
-    pc_complete(b, k, x, rc);
+    b->c->origins[b->rq[x->req].origin].running--;
+    done[n++] = x;
+  }
+  if (n > 0) start_due(b);
+  for (int i = 0; i < n; i++) {
+    int k = done[i]->req;
+    done[i]->req = -1;
+    pc_complete(b, k, done[i], rcs[i]);
   }
 }
 
