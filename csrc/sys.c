@@ -1,4 +1,4 @@
-/* System calls the command line needs without a shell: isatty, mkstemp, the terminal's width,
+/* System calls the command line needs without a shell: isatty, the terminal's width,
  * and the standard descriptors made safe (a closed 0-2 would be taken by the next socket). */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,26 +27,6 @@ static int l_terminal_columns(lua_State *L) {
   return 1;
 }
 
-/* core.mkstemp(template) -> the name of a new file (mode 0600), or nil, message. The template
- * ends in "XXXXXX". */
-static int l_mkstemp(lua_State *L) {
-  size_t n;
-  const char *tpl = luaL_checklstring(L, 1, &n);
-  if (n < 6 || strcmp(tpl + n - 6, "XXXXXX") != 0 || strlen(tpl) != n)
-    return luaL_argerror(L, 1, "a path ending in XXXXXX");
-  char *name = lua_newuserdatauv(L, n + 1, 0);
-  memcpy(name, tpl, n + 1);
-  int fd = mkstemp(name);
-  if (fd < 0) {
-    luaL_pushfail(L);
-    lua_pushstring(L, strerror(errno));
-    return 2;
-  }
-  close(fd);
-  lua_pushstring(L, name);
-  return 1;
-}
-
 /* core.reopen_std() -> how many of the descriptors 0, 1 and 2 were closed and now read from or
  * write to /dev/null, so that no file or socket opened later takes one of them. */
 static int l_reopen_std(lua_State *L) {
@@ -66,7 +46,7 @@ static int l_reopen_std(lua_State *L) {
 }
 
 static const luaL_Reg sys_funcs[] = {
-  {"isatty", l_isatty}, {"terminal_columns", l_terminal_columns}, {"mkstemp", l_mkstemp},
+  {"isatty", l_isatty}, {"terminal_columns", l_terminal_columns},
   {"reopen_std", l_reopen_std}, {NULL, NULL},
 };
 

@@ -622,16 +622,17 @@ describe("partnercustomers command line", function()
         local token = sb:refresh_token()
         secrets[#secrets + 1] = token
         write(file, token)
-        -- the rename fails (a read-only file system, say); root would pass any mode test
-        local rename = os.rename
-        os.rename = function() return nil, "Read-only file system" end
+        -- the write fails (a read-only file system, say); root would pass any mode test
+        local core = require "partnercustomers.core"
+        local write_private_file = core.write_private_file
+        core.write_private_file = function(path) return nil, path .. ": Read-only file system" end
         local ok, rc, out, err = pcall(run, { "organization", ok_ids[1] },
                                        env { PARTNERCUSTOMERS_PC_REFRESH_TOKEN_FILE = file })
-        os.rename = rename
+        core.write_private_file = write_private_file
         assert(ok, rc)
         assert.equal(1, rc)
         assert.equal("", out)
-        assert.matches("^partnercustomers: cannot save the new refresh token to .*Read%-only file system", err)
+        assert.matches("^partnercustomers: cannot save the new refresh token: .*/rt: Read%-only file system", err)
         assert.equal(1, #lines(err))
         assert.equal(token, read(file))
         assert.equal("rt\n", listing()) -- the temporary file is removed

@@ -244,25 +244,12 @@ local function read_refresh_token(path)
   return token
 end
 
--- Replaces the refresh token file atomically: a new file (mode 0600, made by mkstemp) in the same
--- directory, renamed over the old one. Raises a Failure, never with the token in it.
+-- Replaces the refresh token file atomically (core.write_private_file: a new file of mode 0600 in
+-- the same directory, renamed over the old one). Raises a Failure, never with the token in it.
 local function save_refresh_token(path, token)
-  local dir = path:match("^(.*)/[^/]*$") or "."
-  local tmp = core().mkstemp(dir .. "/.partnercustomers-refresh-token.XXXXXX")
-  if not tmp then
-    fail("cannot save the new refresh token: cannot create a file in %s", dir)
-  end
-  local f, why = io.open(tmp, "w") -- mkstemp made it with mode 0600; "w" keeps the mode
-  local ok = f and f:write(token, "\n")
-  if f then
-    local closed, cwhy = f:close()
-    ok, why = ok and closed, why or cwhy
-  end
-  if ok then ok, why = os.rename(tmp, path) end
+  local ok, why = core().write_private_file(path, token .. "\n")
   if not ok then
-    os.remove(tmp)
-    fail("cannot save the new refresh token to %s: %s (the one there may no longer be accepted)",
-         path, tostring(why))
+    fail("cannot save the new refresh token: %s (the one there may no longer be accepted)", tostring(why))
   end
 end
 
