@@ -210,26 +210,9 @@ static void load_certificate(lua_State *L, pc_client *c, int ci, int t) {
   c->cert.with_x5t_s256 = s256;
 }
 
-static int l_new(lua_State *L) {
-  lua_settop(L, 1);
-  if (lua_isnil(L, 1)) lua_newtable(L), lua_replace(L, 1);
-  luaL_checktype(L, 1, LUA_TTABLE);
-
-  pc_client *c = lua_newuserdatauv(L, sizeof *c, PC_UV_COUNT);
-  memset(c, 0, sizeof *c);
-  c->closed = 1;
-  c->deadline = HUGE_VAL;
-  for (int i = 0; i < PC_MAX_PARALLEL; i++) c->xfers[i].req = -1;
-  luaL_setmetatable(L, PC_CLIENT_MT);
-  int ci = lua_gettop(L);
-  lua_newtable(L);
-  int o = lua_gettop(L);
-  lua_pushvalue(L, o);
-  lua_setiuservalue(L, ci, PC_UV_OPTS);
-  lua_newtable(L);
-  lua_setiuservalue(L, ci, PC_UV_TOKENS);
-
-  /* validate and copy every option; the caller's table is never modified */
+/* Validates every option of the caller's table (index 1) and copies it into o; the caller's table
+ * is never modified. Returns how many kinds of credentials were given. */
+static int copy_options(lua_State *L, int o) {
   int credentials = 0;
   lua_pushnil(L);
   while (lua_next(L, 1)) {
@@ -255,6 +238,11 @@ static int l_new(lua_State *L) {
     }
     lua_pop(L, 1);
   }
+  return credentials;
+}
+
+/* The string options that end up in headers or URLs: no NUL, CR or LF; token_url by the URL rule. */
+static void check_strings(lua_State *L, int o, int credentials) {
   if (lua_getfield(L, o, "access_token") == LUA_TSTRING && strlen(lua_tostring(L, -1)) != lua_rawlen(L, -1))
     luaL_error(L, "partnercustomers: option 'access_token' contains NUL");
   if (lua_type(L, -1) == LUA_TSTRING && strpbrk(lua_tostring(L, -1), "\r\n"))
@@ -271,10 +259,14 @@ static int l_new(lua_State *L) {
     }
   }
   lua_pop(L, 1);
+  for (const char *k = "proxy"; k; k = strcmp(k, "proxy") == 0 ? "ca_file" : NULL) {
+    if (lua_getfield(L, o, k) == LUA_TSTRING && strpbrk(lua_tostring(L, -1), "\r\n"))
+      luaL_error(L, "partnercustomers: option '%s' contains CR or LF", k);
+    lua_pop(L, 1);
+  }
+}
 
-  if (lua_getfield(L, o, "certificate") == LUA_TTABLE) load_certificate(L, c, ci, lua_gettop(L));
-  lua_pop(L, 1);
-
+static void read_numbers(lua_State *L, pc_client *c, int o) {
   c->timeout = num_opt(L, o, "timeout", 30);
   c->connect_timeout = num_opt(L, o, "connect_timeout", 10);
   c->low_speed_time = num_opt(L, o, "low_speed_time", 30);
@@ -286,8 +278,10 @@ static int l_new(lua_State *L) {
   c->backoff_max = num_opt(L, o, "backoff_max", 30);
   c->rng = (unsigned long long)(pc_real_now() * 1e6) ^ (uintptr_t)c ^ 0x9E3779B97F4A7C15ULL;
   if (c->rng == 0) c->rng = 1;
+}
 
-  /* User-Agent: the caller's product first, then ours and libcurl's */
+/* User-Agent: the caller's product first, then ours and libcurl's (option "ua" of o). */
+static void set_user_agent(lua_State *L, int o) {
   const char *ua = NULL;
   if (lua_getfield(L, o, "user_agent") == LUA_TSTRING) {
     ua = lua_tostring(L, -1);
@@ -297,19 +291,15 @@ static int l_new(lua_State *L) {
   curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
   lua_pushfstring(L, "%s%spartnercustomers/%s libcurl/%s", ua ? ua : "", ua ? " " : "", PC_VERSION, vi->version);
   lua_setfield(L, o, "ua");
-  for (const char *k = "proxy"; k; k = strcmp(k, "proxy") == 0 ? "ca_file" : NULL) {
-    if (lua_getfield(L, o, k) == LUA_TSTRING && strpbrk(lua_tostring(L, -1), "\r\n"))
-      luaL_error(L, "partnercustomers: option '%s' contains CR or LF", k);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1); /* o */
+}
 
-  /* acquire, storing each handle at once */
+/* Acquires the libcurl handles, storing each at once (an error leaves a closed client to __gc). */
+static void acquire(lua_State *L, pc_client *c) {
   c->multi = curl_multi_init();
-  if (c->multi == NULL) return luaL_error(L, "partnercustomers: curl_multi_init failed");
+  if (c->multi == NULL) luaL_error(L, "partnercustomers: curl_multi_init failed");
   c->closed = 0;
   c->share = curl_share_init();
-  if (c->share == NULL) return luaL_error(L, "partnercustomers: curl_share_init failed");
+  if (c->share == NULL) luaL_error(L, "partnercustomers: curl_share_init failed");
   /* DNS answers and TLS sessions outlive a single easy handle; connections live in the multi */
   curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
   curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
@@ -317,6 +307,36 @@ static int l_new(lua_State *L) {
   /* the connection cache keeps one connection per slot: none is closed between waves */
   curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)c->nxfers);
   curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+}
+
+static int l_new(lua_State *L) {
+  lua_settop(L, 1);
+  if (lua_isnil(L, 1)) lua_newtable(L), lua_replace(L, 1);
+  luaL_checktype(L, 1, LUA_TTABLE);
+
+  pc_client *c = lua_newuserdatauv(L, sizeof *c, PC_UV_COUNT);
+  memset(c, 0, sizeof *c);
+  c->closed = 1;
+  c->deadline = HUGE_VAL;
+  for (int i = 0; i < PC_MAX_PARALLEL; i++) c->xfers[i].req = -1;
+  luaL_setmetatable(L, PC_CLIENT_MT);
+  int ci = lua_gettop(L);
+  lua_newtable(L);
+  int o = lua_gettop(L);
+  lua_pushvalue(L, o);
+  lua_setiuservalue(L, ci, PC_UV_OPTS);
+  lua_newtable(L);
+  lua_setiuservalue(L, ci, PC_UV_TOKENS);
+
+  int credentials = copy_options(L, o);
+  check_strings(L, o, credentials);
+  if (lua_getfield(L, o, "certificate") == LUA_TTABLE) load_certificate(L, c, ci, lua_gettop(L));
+  lua_pop(L, 1);
+
+  read_numbers(L, c, o);
+  set_user_agent(L, o);
+  lua_pop(L, 1); /* o */
+  acquire(L, c);
   return 1;
 }
 
