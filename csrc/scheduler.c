@@ -226,64 +226,96 @@ static void drain_messages(pc_batch *b) {
   }
 }
 
-/* Waits for socket activity, at most until the next retry is due and never longer than one
- * slice, then lets Lua's interrupt hook run (Ctrl-C stops a call within a slice). */
-static void wait_for_transfers(pc_batch *b) {
-  double wait = b->blocked ? fmin(PC_WAIT_SLICE, b->soon) : next_due(b) - pc_clock(b->L, b->ci);
-  if (wait > PC_WAIT_SLICE) wait = PC_WAIT_SLICE;
-  curl_multi_poll(b->c->multi, NULL, 0, wait < 0 ? 0 : (int)(wait * 1000), NULL);
-  pc_interruptible(b->L);
+/* ---- the batch as steps: start, step, wait, finish ----
+ * pc_run drives them in a loop and blocks in batch_wait; what a wait is for (sockets, a time, a
+ * slow start) is data (batch_wants), so a caller with its own event loop can wait instead. */
+
+/* What the batch waits for before its next step: activity on the multi handle's sockets, or
+ * only time (on the client's clock, or `real` seconds of slow start); never more than one slice
+ * while transfers run, so that Lua's interrupt hook (Ctrl-C) runs within a slice. */
+typedef struct {
+  int sockets, real;
+  double seconds;
+} pc_wait;
+
+static pc_wait batch_wants(pc_batch *b) {
+  pc_wait w = {0, 0, 0};
+  double due = next_due(b) - pc_clock(b->L, b->ci);
+  if (b->running > 0) {
+    w.sockets = 1;
+    w.seconds = fmax(0, fmin(b->blocked ? b->soon : due, PC_WAIT_SLICE));
+  } else if (b->soon < due)
+    w.real = 1, w.seconds = b->soon; /* slow start: milliseconds of real time, whatever the clock */
+  else
+    w.seconds = fmax(0, due);
+  return w;
+}
+
+static void batch_wait(pc_batch *b, pc_wait w) {
+  if (w.sockets) {
+    curl_multi_poll(b->c->multi, NULL, 0, (int)(w.seconds * 1000), NULL);
+    pc_interruptible(b->L);
+  } else if (w.real) {
+    pc_real_sleep(w.seconds);
+    pc_interruptible(b->L);
+  } else if (w.seconds > 0)
+    pc_sleep(b->L, b->ci, w.seconds); /* in slices, through the client's sleep hook */
+}
+
+/* Starts what is due, moves the transfers on, reads the answers that arrived and refills the
+ * freed slots. Returns whether the batch goes on. */
+static int batch_step(pc_batch *b) {
+  start_due(b);
+  if (b->done >= b->n) return 0;
+  if (b->running > 0) {
+    int still = 0;
+    curl_multi_perform(b->c->multi, &still);
+    drain_messages(b);
+    start_due(b); /* refill freed slots before waiting: no slot idles for a round trip */
+  }
+  return b->done < b->n;
+}
+
+/* Checks the requests (array at ri) and pushes the batch's private tables (see pc_batch). */
+static void batch_start(pc_batch *b, lua_State *L, int ci, int ri, int parallel) {
+  memset(b, 0, sizeof *b);
+  b->L = L;
+  b->ci = ci;
+  b->c = pc_check_client(L, ci);
+  b->n = (int)luaL_len(L, ri);
+  b->limit = parallel > 0 && parallel < b->c->nxfers ? parallel : b->c->nxfers;
+  luaL_checkstack(L, 24, NULL);
+  lua_createtable(L, b->n, 0);
+  b->pi = lua_gettop(L);
+  b->cap = b->n + 4;
+  b->total = b->n;
+  b->rq = lua_newuserdatauv(L, sizeof(pc_req) * (size_t)b->cap, 0);
+  b->rqi = lua_gettop(L);
+  for (int k = 0; k < b->n; k++) {
+    lua_rawgeti(L, ri, k + 1);
+    pc_parse_request(L, ci, -1, &b->rq[k]);
+    lua_rawseti(L, b->pi, k + 1);
+    lua_pop(L, 1);
+    b->rq[k].state = R_WAITING;
+  }
+  lua_createtable(L, b->n, 0);
+  b->res = lua_gettop(L);
+  lua_newtable(L);
+  b->terr = lua_gettop(L);
+  lua_newtable(L);
+  b->jobs = lua_gettop(L);
+}
+
+/* Leaves the results array where the batch's tables began. */
+static void batch_finish(pc_batch *b) {
+  lua_pushvalue(b->L, b->res);
+  lua_replace(b->L, b->pi);
+  lua_settop(b->L, b->pi);
 }
 
 void pc_run(lua_State *L, int ci, int ri, int parallel) {
-  ci = lua_absindex(L, ci);
-  ri = lua_absindex(L, ri);
-  pc_batch b = {0};
-  b.L = L;
-  b.ci = ci;
-  b.c = pc_check_client(L, ci);
-  b.n = (int)luaL_len(L, ri);
-  b.limit = parallel > 0 && parallel < b.c->nxfers ? parallel : b.c->nxfers;
-  luaL_checkstack(L, 24, NULL);
-  lua_createtable(L, b.n, 0);
-  b.pi = lua_gettop(L);
-  b.cap = b.n + 4;
-  b.total = b.n;
-  b.rq = lua_newuserdatauv(L, sizeof(pc_req) * (size_t)b.cap, 0);
-  b.rqi = lua_gettop(L);
-  for (int k = 0; k < b.n; k++) {
-    lua_rawgeti(L, ri, k + 1);
-    pc_parse_request(L, ci, -1, &b.rq[k]);
-    lua_rawseti(L, b.pi, k + 1);
-    lua_pop(L, 1);
-    b.rq[k].state = R_WAITING;
-  }
-  lua_createtable(L, b.n, 0);
-  b.res = lua_gettop(L);
-  lua_newtable(L);
-  b.terr = lua_gettop(L);
-  lua_newtable(L);
-  b.jobs = lua_gettop(L);
-
-  while (b.done < b.n) {
-    start_due(&b);
-    if (b.done >= b.n) break;
-    if (b.running > 0) {
-      int still = 0;
-      curl_multi_perform(b.c->multi, &still);
-      drain_messages(&b);
-      start_due(&b); /* refill freed slots before waiting: no slot idles for a round trip */
-      if (b.running > 0 && b.done < b.n) wait_for_transfers(&b);
-    } else if (b.done < b.n) {
-      double wait = next_due(&b) - pc_clock(L, ci);
-      if (b.soon < wait) { /* slow start: milliseconds of real time, whatever the clock says */
-        pc_real_sleep(b.soon);
-        pc_interruptible(L);
-      } else if (wait > 0)
-        pc_sleep(L, ci, wait);
-    }
-  }
-  lua_pushvalue(L, b.res);
-  lua_replace(L, b.pi);
-  lua_settop(L, b.pi);
+  pc_batch b;
+  batch_start(&b, L, lua_absindex(L, ci), lua_absindex(L, ri), parallel);
+  while (batch_step(&b)) batch_wait(&b, batch_wants(&b));
+  batch_finish(&b);
 }
