@@ -97,6 +97,12 @@ double pc_random(lua_State *L, int ci) {
   return (double)((c->rng * 2685821657736338717ULL) >> 11) / 9007199254740992.0;
 }
 
+int pc_wants_events(lua_State *L, int ci) {
+  if (!push_hook(L, ci, "on_event")) return 0;
+  lua_pop(L, 1);
+  return 1;
+}
+
 void pc_emit(lua_State *L, int ci) {
   if (!push_hook(L, ci, "on_event")) {
     lua_pop(L, 1);

@@ -75,6 +75,7 @@ void pc_finish(pc_batch *b, int k, int ok) {
 }
 
 static void emit_retry(pc_batch *b, int k, double wait, const char *reason, long status) {
+  if (!pc_wants_events(b->L, b->ci)) return;
   lua_State *L = b->L;
   pc_req *r = &b->rq[k];
   lua_createtable(L, 0, 7);
@@ -95,6 +96,7 @@ static void schedule(pc_batch *b, int k, double now, double wait) {
 }
 
 static void emit_request(pc_batch *b, int k, pc_xfer *x, CURLcode rc, long status) {
+  if (!pc_wants_events(b->L, b->ci)) return;
   lua_State *L = b->L;
   pc_req *r = &b->rq[k];
   double elapsed = 0;

@@ -272,6 +272,8 @@ double pc_wall_clock(lua_State *L, int ci);
 void pc_interruptible(lua_State *L);
 void pc_sleep(lua_State *L, int ci, double seconds);
 double pc_random(lua_State *L, int ci);
+/* Whether the client has an on_event hook (an event is not built for nobody). */
+int pc_wants_events(lua_State *L, int ci);
 /* Calls on_event with the table at the top (pops it); does nothing without a hook. */
 void pc_emit(lua_State *L, int ci);
 

@@ -138,6 +138,7 @@ void pc_origin_start(pc_client *c, int i, double now) {
 }
 
 static void emit_pace(lua_State *L, int ci, pc_origin *o, const char *reason) {
+  if (!pc_wants_events(L, ci)) return;
   lua_createtable(L, 0, 5);
   pc_set_str(L, "type", "pace");
   pc_set_str(L, "origin", o->name);
