@@ -145,10 +145,29 @@ typedef struct {
   int arg; /* the byte after the selector, for the targets that take one */
 } fuzz_in;
 
+/* The same text as plain JSON, then as each listing shape (customers checked and normalised in
+ * the same pass, with a report above the value). */
 static int t_json(lua_State *S) {
   const fuzz_in *in = lua_touserdata(S, 1);
-  if (pc_json_decode(S, in->p, in->n)) check_normalised(S, -1, 0);
-  else if (!lua_isstring(S, -1)) BROKEN("pc_json_decode failed without a message");
+  static const char *const shapes[] = {NULL, "avepoint-v3", "avepoint-odata"};
+  for (int i = 0; i < 3; i++) {
+    int mode = shapes[i] ? pc_json_shape(shapes[i]) : PC_DECODE_JSON;
+    if (mode < 0) BROKEN("no shape named %s", shapes[i]);
+    lua_settop(S, 1);
+    if (!pc_json_decode(S, in->p, in->n, mode)) {
+      if (!lua_isstring(S, -1)) BROKEN("pc_json_decode failed without a message");
+      continue;
+    }
+    if (mode == PC_DECODE_JSON) {
+      check_normalised(S, -1, 0);
+      continue;
+    }
+    check_normalised(S, -2, 0);
+    int problem = lua_getfield(S, -1, "problem") == LUA_TSTRING;
+    int items = lua_getfield(S, -2, "items") == LUA_TTABLE, keys = lua_getfield(S, -3, "keys") == LUA_TTABLE;
+    if (problem == (items && keys)) BROKEN("a shaped answer's report has %s", problem ? "problem and items" : "neither problem nor items");
+    if (items && keys && lua_rawlen(S, -2) != lua_rawlen(S, -1)) BROKEN("a shaped answer has a key per item missing");
+  }
   return 0;
 }
 
@@ -161,7 +180,7 @@ static int t_headers(lua_State *S) {
 
 static int t_error(lua_State *S) {
   const fuzz_in *in = lua_touserdata(S, 1);
-  if (!pc_json_decode(S, in->p, in->n) || !lua_istable(S, -1)) return 0;
+  if (!pc_json_decode(S, in->p, in->n, PC_DECODE_JSON) || !lua_istable(S, -1)) return 0;
   int body = lua_gettop(S);
   pc_push_error(S, (pc_kind)(in->arg % PC_E_COUNT), "HTTP 400");
   int e = lua_gettop(S);
