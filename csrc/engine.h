@@ -97,7 +97,7 @@ int pc_origin_slot(pc_client *c, const char *url, double now);
 typedef enum { PC_ADMIT_YES, PC_ADMIT_AT, PC_ADMIT_SOON, PC_ADMIT_FULL } pc_admit;
 pc_admit pc_origin_admit(pc_client *c, int i, double now, double *wake, int token_job);
 /* Counts a request to origin slot i that starts at `now` (after pc_origin_admit said yes). */
-void pc_origin_start(pc_client *c, int i, double now);
+void pc_origin_start(pc_client *c, int i, double now, int token_job);
 /* An answer from origin slot i at `now`: throttled (the status, 429 or 503: pause the origin
  * until `until`) or clean (0: a 2xx). */
 void pc_pace(lua_State *L, int ci, pc_client *c, int i, int throttled, double now, double until);

@@ -130,10 +130,10 @@ pc_admit pc_origin_admit(pc_client *c, int i, double now, double *wake, int toke
   return PC_ADMIT_YES;
 }
 
-void pc_origin_start(pc_client *c, int i, double now) {
+void pc_origin_start(pc_client *c, int i, double now, int token_job) {
   pc_origin *o = &c->origins[i];
   if (o->rate > 0) refill(o, now), o->tokens -= 1;
-  o->ramp_starts++;
+  if (!token_job) o->ramp_starts++; /* a token request does not spend slow start */
   o->running++;
 }
 

@@ -186,7 +186,7 @@ static void start_due(pc_batch *b) {
     }
     b->running++;
     b->rq[k].origin = oi;
-    pc_origin_start(b->c, oi, now);
+    pc_origin_start(b->c, oi, now, b->rq[k].token_job);
   }
 }
 
@@ -197,12 +197,9 @@ static double next_due(pc_batch *b) {
   return t;
 }
 
-/* Takes the finished transfers off the multi handle, starts what their slots allow, then reads
- * their answers: the next requests are on the wire while these are decoded. */
-static void drain_messages(pc_batch *b) {
-  pc_xfer *done[PC_MAX_PARALLEL];
-  CURLcode rcs[PC_MAX_PARALLEL];
-  int n = 0;
+/* Takes the transfers that finished off the multi handle, appending them to done[n..]; returns
+ * the new count. Their answers are not read yet (x->req stays set). */
+static int collect(pc_batch *b, pc_xfer **done, CURLcode *rcs, int n) {
   CURLMsg *m;
   int left;
   while (n < PC_MAX_PARALLEL && (m = curl_multi_info_read(b->c->multi, &left))) {
@@ -213,16 +210,36 @@ static void drain_messages(pc_batch *b) {
     curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
     pc_xfer *x = (pc_xfer *)(void *)priv;
     curl_multi_remove_handle(b->c->multi, e);
-    x->added = 0; /* x->req stays set: its answer is not read yet */
+    x->added = 0;
     b->running--;
     b->c->origins[b->rq[x->req].origin].running--;
     done[n++] = x;
   }
-  if (n > 0) start_due(b);
-  for (int i = 0; i < n; i++) {
-    int k = done[i]->req;
-    done[i]->req = -1;
-    pc_complete(b, k, done[i], rcs[i]);
+  return n;
+}
+
+/* Reads the answers of the finished transfers one at a time; before each, the freed slots are
+ * refilled, and after each, libcurl moves the others on and what finished meanwhile joins the
+ * queue: the next requests are on the wire while answers are decoded. */
+static void drain_messages(pc_batch *b) {
+  pc_xfer *done[PC_MAX_PARALLEL];
+  CURLcode rcs[PC_MAX_PARALLEL];
+  int n = collect(b, done, rcs, 0);
+  while (n > 0) {
+    start_due(b);
+    pc_xfer *x = done[0];
+    CURLcode rc = rcs[0];
+    memmove(done, done + 1, sizeof done[0] * (size_t)(n - 1));
+    memmove(rcs, rcs + 1, sizeof rcs[0] * (size_t)(n - 1));
+    n--;
+    int k = x->req;
+    x->req = -1;
+    pc_complete(b, k, x, rc);
+    if (b->running > 0) {
+      int still = 0;
+      curl_multi_perform(b->c->multi, &still);
+      n = collect(b, done, rcs, n);
+    }
   }
 }
 
