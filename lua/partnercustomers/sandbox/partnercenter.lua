@@ -231,19 +231,27 @@ function PartnerCenter:authenticate_client(req, form)
   return nil
 end
 
--- POST /{tenant}/oauth2/token (version 1) and /{tenant}/oauth2/v2.0/token (version 2).
--- Checked in this order: tenant, form, grant_type, client authentication (client_id and secret, or the
--- client assertion), audience, refresh token.
-function PartnerCenter:token_endpoint(req, version, tenant)
+-- The checks every Entra endpoint of the tenant makes first: the tenant, then the form. Returns
+-- the form, or nil and the error answer.
+function PartnerCenter:tenant_form(req, tenant)
   if tenant:lower() ~= self.tenant:lower() then
-    return self:entra_error(req, 400, "invalid_request", 90002,
+    return nil, self:entra_error(req, 400, "invalid_request", 90002,
       "Tenant '" .. tenant .. "' not found. Check that the tenant name or id is right.")
   end
   local form, twice = read_form(req.body, self.svc.is_form(req.headers["content-type"]))
   if not form then
-    return self:entra_error(req, 400, "invalid_request", 900144,
+    return nil, self:entra_error(req, 400, "invalid_request", 900144,
       "The request body must contain the parameter '" .. twice .. "' once only.")
   end
+  return form
+end
+
+-- POST /{tenant}/oauth2/token (version 1) and /{tenant}/oauth2/v2.0/token (version 2).
+-- Checked in this order: tenant, form, grant_type, client authentication (client_id and secret, or the
+-- client assertion), audience, refresh token.
+function PartnerCenter:token_endpoint(req, version, tenant)
+  local form, refused = self:tenant_form(req, tenant)
+  if not form then return refused end
   if not form.grant_type then return missing(self, req, "grant_type") end
   if not GRANTS[form.grant_type] then
     return self:entra_error(req, 400, "unsupported_grant_type", 70003,
@@ -287,15 +295,8 @@ end
 -- POST /{tenant}/oauth2/v2.0/devicecode (device.lua): tenant and form checked as on the token
 -- endpoint.
 function PartnerCenter:devicecode_endpoint(req, tenant)
-  if tenant:lower() ~= self.tenant:lower() then
-    return self:entra_error(req, 400, "invalid_request", 90002,
-      "Tenant '" .. tenant .. "' not found. Check that the tenant name or id is right.")
-  end
-  local form, twice = read_form(req.body, self.svc.is_form(req.headers["content-type"]))
-  if not form then
-    return self:entra_error(req, 400, "invalid_request", 900144,
-      "The request body must contain the parameter '" .. twice .. "' once only.")
-  end
+  local form, refused = self:tenant_form(req, tenant)
+  if not form then return refused end
   return self.device:authorize(req, tenant, form)
 end
 
