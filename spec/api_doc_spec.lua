@@ -4,12 +4,7 @@
 local helpers = require "spec.helpers.util"
 local util = require "partnercustomers.util"
 
-local function read(path)
-  local f = assert(io.open(helpers.ROOT .. "/" .. path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function read(path) return helpers.read(helpers.ROOT .. "/" .. path) end
 
 local DOC = read("doc/API.md")
 

@@ -12,15 +12,7 @@ local fake_time, assert_error, shell_quote = helpers.fake_time, helpers.assert_e
 
 local USER_SCOPE = "https://api.partnercenter.microsoft.com/user_impersonation"
 
-local function url_decode(s)
-  return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
-local function form_of(body)
-  local form = {}
-  for key, value in body:gmatch("([^&=]+)=([^&]*)") do form[url_decode(key)] = url_decode(value) end
-  return form
-end
+local form_of = helpers.form_of
 
 -- Asserts that f raises a partnercustomers misuse message blamed on this file, with every needle.
 local function raises(f, ...)

@@ -34,15 +34,7 @@ local function token_requests(log)
   return out
 end
 
-local function url_decode(s)
-  return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-end
-
-local function form_of(body)
-  local form = {}
-  for key, value in body:gmatch("([^&=]+)=([^&]*)") do form[url_decode(key)] = url_decode(value) end
-  return form
-end
+local form_of = helpers.form_of
 
 local assert_error = require("spec.helpers.util").assert_error
 

@@ -4,12 +4,7 @@
 -- whose every print carries a `--> expected` note must print that (whitespace aside).
 local helpers = require "spec.helpers.util"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = helpers.read
 
 local function blocks_of(text)
   local out = {}

@@ -1,12 +1,7 @@
 -- The version is written once (PC_VERSION in csrc/pc.h): everything else that names it agrees.
 local helpers = require "spec.helpers.util"
 
-local function read(path)
-  local f = assert(io.open(helpers.ROOT .. "/" .. path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function read(path) return helpers.read(helpers.ROOT .. "/" .. path) end
 
 describe("the version", function()
   local core = require "partnercustomers.core"

@@ -87,6 +87,17 @@ function M.read(path)
   return s
 end
 
+local function url_decode(s)
+  return (s:gsub("+", " "):gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+-- The fields of an application/x-www-form-urlencoded body.
+function M.form_of(body)
+  local form = {}
+  for key, value in body:gmatch("([^&=]+)=([^&]*)") do form[url_decode(key)] = url_decode(value) end
+  return form
+end
+
 function M.write(path, s)
   local f = assert(io.open(path, "wb"))
   f:write(s)
