@@ -175,8 +175,8 @@ static const char *throttled(pc_origin *o, int rate_limited, double now, double 
   return reason;
 }
 
-/* An answer from origin slot i at `now`: throttled (429, 503: pause every request of the origin
- * until `until`) or clean (2xx). */
+/* An answer from origin slot i at `now`: `throttle` is its status when throttled (429, 503: pause
+ * every request of the origin until `until`), 0 when clean (2xx). */
 void pc_pace(lua_State *L, int ci, pc_client *c, int i, int throttle, double now, double until) {
   pc_origin *o = &c->origins[i];
   int before = (int)o->window;
