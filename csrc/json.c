@@ -824,6 +824,7 @@ static int shape_object(lua_State *L, int data, shape_ctx *cx, const char *field
     has = 0;
     scalars++;
   }
+  if (has && !lua_istable(L, -1)) integral(L); /* not a list (a problem below), but normalised */
   if (has) {
     lua_pushvalue(L, -1);
     lua_setfield(L, data, field);

@@ -218,6 +218,19 @@ describe("customers shaped by the core", function()
     end
   end)
 
+  it("leaves an answer it refuses normalised too, the refused list included", function()
+    local c <close> = core.new { access_token = sb:token("elements.customers.read.all") }
+    for _, body in ipairs { '{"data":3,"n":2.0}', '{"data":"x","n":2.0}', '{"value":3.0,"n":2.0}' } do
+      serve(body)
+      local field = body:match('^{"(%a+)"')
+      local shape = field == "data" and "avepoint-v3" or "avepoint-odata"
+      local resp = assert(c:request { url = sb.url .. "/partner/customers", decode = shape })
+      assert.is_string(resp.shaped.problem, body)
+      assert.equal("integer", math.type(resp.data.n), body)
+      if type(resp.data[field]) == "number" then assert.equal("integer", math.type(resp.data[field]), body) end
+    end
+  end)
+
   it("checks the answer's own shape, with the same messages", function()
     local ave <close> = client()
     for _, body in ipairs(ANSWERS) do
