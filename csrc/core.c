@@ -506,7 +506,6 @@ __attribute__((visibility("default"))) int luaopen_partnercustomers_core(lua_Sta
   pthread_once(&curl_once, curl_init_once);
   if (curl_init_rc != CURLE_OK) return luaL_error(L, "partnercustomers: curl_global_init failed");
   pc_error_open(L);
-  pc_json_open(L);
   luaL_newmetatable(L, PC_CLIENT_MT);
   luaL_setfuncs(L, client_meta, 0);
   luaL_newlib(L, client_methods);

@@ -1,190 +1,337 @@
-/* JSON into Lua tables with lua-cjson, then normalised to what doc/API.md promises:
- * JSON null never reaches the user (an object's field is absent, an array closes up around it)
- * and integral numbers are Lua integers (lua-cjson 2.1 decodes every number as a float and null
- * as a sentinel light userdata). */
+/* JSON answers straight into the Lua tables doc/API.md promises, in one pass over the text:
+ * JSON null never reaches the user (an object's field is absent, an array closes up around it),
+ * and integral numbers are Lua integers (exactly, up to 64 bits). The grammar is RFC 8259's, with
+ * no extension; strings are kept as the bytes they are (\u escapes become UTF-8). Running out of
+ * memory raises Lua's memory error from the allocation that failed: the decoder holds nothing but
+ * Lua values, so nothing leaks. */
 #include <limits.h>
+#include <locale.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "pc.h"
 
-static const char decoder_key = 'j'; /* registry key: address of this byte */
-static const char safe_key = 's';    /* registry key: whether the decoder is a cjson.safe one */
 #define PC_JSON_MAX_DEPTH 256
 
-/* ---- finding lua-cjson without the global require ---- */
+/* ---- decoding ---- */
 
-static const char *const cjson_names[] = {"cjson.safe", "cjson", NULL};
+typedef struct {
+  lua_State *L;
+  const char *s, *p, *end;
+  const char *why; /* what is wrong at p, once something is */
+  int depth;
+  /* the size of the object and of the array closed last at each depth: the next one at that depth
+   * is made that big (a listing's items have the same fields), so tables rarely grow */
+  int ohint[PC_JSON_MAX_DEPTH + 1], ahint[PC_JSON_MAX_DEPTH + 1];
+} jdec;
 
-/* Looks name up as require does, with package.searchers reached through the registry's loaded
- * table (loaded at index lt); pushes the module, records it there and returns 1, or returns 0
- * with nothing pushed. */
-static int search_module(lua_State *L, int lt, const char *name) {
-  int top = lua_gettop(L);
-  if (lua_getfield(L, lt, "package") != LUA_TTABLE || lua_getfield(L, -1, "searchers") != LUA_TTABLE) {
-    lua_settop(L, top);
+enum { J_ERROR, J_VALUE, J_NULL }; /* what a value's decoding pushed: nothing (an error), a value, nothing (null) */
+
+/* 1 for the bytes a string holds as they are: not '"', '\\' or a control character */
+static const unsigned char plain[256] = {
+#define P16 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1
+  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x00 */
+  1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, P16, P16,                                      /* 0x20 '"' */
+  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,                                                /* 0x50 '\\' */
+  P16, P16, P16, P16, P16, P16, P16, P16, P16, P16,                                              /* 0x60 */
+#undef P16
+};
+
+static int fail(jdec *d, const char *p, const char *why) {
+  if (!d->why) {
+    d->p = p;
+    d->why = why;
+  }
+  return J_ERROR;
+}
+
+static const char *skip_space(const char *p, const char *end) {
+  while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+  return p;
+}
+
+static int hex4(const char *p, const char *end, unsigned *out) {
+  unsigned v = 0;
+  if (end - p < 4) return 0;
+  for (int i = 0; i < 4; i++) {
+    char c = p[i];
+    unsigned h = c >= '0' && c <= '9' ? (unsigned)(c - '0') : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10)
+               : c >= 'A' && c <= 'F' ? (unsigned)(c - 'A' + 10) : 16;
+    if (h > 15) return 0;
+    v = v * 16 + h;
+  }
+  *out = v;
+  return 1;
+}
+
+/* The \u escape at p (after the backslash and 'u'; a surrogate pair is two of them) into b as
+ * UTF-8; the position after it, or NULL. */
+static const char *unicode_escape(const char *p, const char *end, luaL_Buffer *b) {
+  unsigned u, lo;
+  if (!hex4(p, end, &u)) return NULL;
+  p += 4;
+  if (u >= 0xDC00 && u <= 0xDFFF) return NULL; /* a low surrogate first */
+  if (u >= 0xD800 && u <= 0xDBFF) {
+    if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || !hex4(p + 2, end, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+      return NULL;
+    u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+    p += 6;
+  }
+  char o[4];
+  int n;
+  if (u < 0x80) o[0] = (char)u, n = 1;
+  else if (u < 0x800) o[0] = (char)(0xC0 | u >> 6), o[1] = (char)(0x80 | (u & 0x3F)), n = 2;
+  else if (u < 0x10000)
+    o[0] = (char)(0xE0 | u >> 12), o[1] = (char)(0x80 | (u >> 6 & 0x3F)), o[2] = (char)(0x80 | (u & 0x3F)), n = 3;
+  else
+    o[0] = (char)(0xF0 | u >> 18), o[1] = (char)(0x80 | (u >> 12 & 0x3F)), o[2] = (char)(0x80 | (u >> 6 & 0x3F)),
+    o[3] = (char)(0x80 | (u & 0x3F)), n = 4;
+  luaL_addlstring(b, o, (size_t)n);
+  return p;
+}
+
+/* The first byte from p on that a string does not hold as it is (or end): eight bytes at a time
+ * while none of them is '"', '\\' or below 0x20, then byte by byte. (Borrows propagate only
+ * upwards, so the lowest byte flagged in a word is one that stops the run.) */
+static const char *plain_run(const char *p, const char *end) {
+  const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+  while (end - p >= 8) {
+    uint64_t w, q, b;
+    memcpy(&w, p, 8);
+    q = w ^ (ones * '"');
+    b = w ^ (ones * '\\');
+    uint64_t hit = (((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w)) & highs;
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (hit) return p + __builtin_ctzll(hit) / 8; /* the first flagged byte is a real one */
+#else
+    if (hit) break;
+#endif
+    p += 8;
+  }
+  while (p < end && plain[(unsigned char)*p]) p++;
+  return p;
+}
+
+/* A string with escapes: the plain bytes from d->p to p are copied first. */
+static int escaped_string(jdec *d, const char *p) {
+  static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+  luaL_Buffer b;
+  luaL_buffinit(d->L, &b);
+  luaL_addlstring(&b, d->p, (size_t)(p - d->p));
+  for (;;) {
+    const char *run = p;
+    p = plain_run(p, d->end);
+    luaL_addlstring(&b, run, (size_t)(p - run));
+    if (p >= d->end) return fail(d, p, "a string is not closed");
+    if (*p == '"') break;
+    if (*p != '\\') return fail(d, p, "a control character in a string");
+    if (++p >= d->end) return fail(d, p, "a string is not closed");
+    const char *e = strchr(from, *p);
+    if (*p == 'u') {
+      const char *next = unicode_escape(p + 1, d->end, &b);
+      if (!next) return fail(d, p - 1, "an invalid \\u escape");
+      p = next;
+    } else if (*p != '\0' && e) {
+      luaL_addchar(&b, to[e - from]);
+      p++;
+    } else
+      return fail(d, p - 1, "an invalid escape");
+  }
+  luaL_pushresult(&b);
+  d->p = p + 1;
+  return J_VALUE;
+}
+
+/* The string at d->p (its opening quote). */
+static int string(jdec *d) {
+  const char *p = plain_run(++d->p, d->end), *end = d->end;
+  if (p < end && *p == '"') {
+    lua_pushlstring(d->L, d->p, (size_t)(p - d->p));
+    d->p = p + 1;
+    return J_VALUE;
+  }
+  return escaped_string(d, p);
+}
+
+static int is_digit(const char *p, const char *end) { return p < end && *p >= '0' && *p <= '9'; }
+
+/* A number's text that is not a 64-bit integer (a fraction, an exponent, or too many digits):
+ * strtod's double, an integer when integral. strtod reads the C locale's decimal point, so the
+ * text's '.' is replaced by it in a copy (on the C stack, or in a userdata when long). */
+static int other_number(jdec *d, const char *s, size_t n) {
+  const char *point = localeconv()->decimal_point;
+  if (!point || !*point) point = ".";
+  size_t pn = strlen(point);
+  char buf[96], *text = buf;
+  if (n + pn >= sizeof buf) text = lua_newuserdatauv(d->L, n + pn + 1, 0);
+  const char *dot = memchr(s, '.', n);
+  size_t at = dot ? (size_t)(dot - s) : n, len = dot ? n - 1 + pn : n;
+  memcpy(text, s, at);
+  if (dot) {
+    memcpy(text + at, point, pn);
+    memcpy(text + at + pn, dot + 1, n - at - 1);
+  }
+  text[len] = '\0';
+  char *stop;
+  double f = strtod(text, &stop);
+  int whole = stop == text + len;
+  if (text != buf) lua_pop(d->L, 1);
+  if (!whole) return fail(d, s, "a number this locale cannot read");
+  lua_Integer i;
+  if (floor(f) == f && lua_numbertointeger(f, &i)) lua_pushinteger(d->L, i);
+  else lua_pushnumber(d->L, (lua_Number)f);
+  return J_VALUE;
+}
+
+/* The number at d->p (RFC 8259's grammar). */
+static int number(jdec *d) {
+  const char *s = d->p, *p = s, *end = d->end;
+  int neg = *p == '-';
+  p += neg;
+  if (!is_digit(p, end)) return fail(d, p, "an invalid number");
+  lua_Unsigned v = 0;
+  int digits = 0;
+  if (*p == '0') p++;
+  else
+    for (; is_digit(p, end); p++, digits++) v = v * 10 + (lua_Unsigned)(*p - '0');
+  int integer = 1;
+  if (p < end && *p == '.') {
+    if (!is_digit(++p, end)) return fail(d, p, "an invalid number");
+    while (is_digit(p, end)) p++;
+    integer = 0;
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    p += p + 1 < end && (p[1] == '+' || p[1] == '-');
+    if (!is_digit(++p, end)) return fail(d, p, "an invalid number");
+    while (is_digit(p, end)) p++;
+    integer = 0;
+  }
+  d->p = p;
+  /* 19 digits fit in 64 unsigned bits; then the sign decides the range */
+  if (integer && digits <= 19 && v <= (lua_Unsigned)LUA_MAXINTEGER + (lua_Unsigned)neg) {
+    lua_pushinteger(d->L, neg ? (lua_Integer)(0u - v) : (lua_Integer)v);
+    return J_VALUE;
+  }
+  return other_number(d, s, (size_t)(p - s));
+}
+
+/* The literal word at d->p: true, false or null. */
+static int literal(jdec *d) {
+  const char *p = d->p;
+  size_t left = (size_t)(d->end - p);
+  if (left >= 4 && memcmp(p, "true", 4) == 0) lua_pushboolean(d->L, 1), d->p += 4;
+  else if (left >= 5 && memcmp(p, "false", 5) == 0) lua_pushboolean(d->L, 0), d->p += 5;
+  else if (left >= 4 && memcmp(p, "null", 4) == 0) {
+    d->p += 4;
+    return J_NULL;
+  } else
+    return fail(d, p, "expected a value");
+  return J_VALUE;
+}
+
+static int value(jdec *d);
+
+/* Opens a container at d->p: depth checked, stack room made, the opening byte and white space
+ * passed. 0 when nested too deeply. */
+static int open_container(jdec *d) {
+  if (d->depth >= PC_JSON_MAX_DEPTH) return fail(d, d->p, "nested more than 256 deep");
+  d->depth++;
+  luaL_checkstack(d->L, 6, NULL);
+  d->p = skip_space(d->p + 1, d->end);
+  return 1;
+}
+
+/* After a member or item: the position after ',' (1) or the closing byte (0), or an error (-1). */
+static int next_member(jdec *d, char close) {
+  const char *p = skip_space(d->p, d->end);
+  if (p < d->end && *p == ',') {
+    d->p = skip_space(p + 1, d->end);
+    return 1;
+  }
+  if (p < d->end && *p == close) {
+    d->p = p + 1;
     return 0;
   }
-  for (lua_Integer i = 1; lua_rawgeti(L, top + 2, i) == LUA_TFUNCTION; i++) {
-    lua_pushstring(L, name);
-    lua_call(L, 1, 2); /* a loader and its extra value, or why not */
-    if (lua_isfunction(L, -2)) {
-      lua_pushstring(L, name);
-      lua_insert(L, -2);
-      lua_call(L, 2, 1);
-      if (!lua_istable(L, -1)) break;
-      lua_pushvalue(L, -1);
-      lua_setfield(L, lt, name);
-      lua_replace(L, top + 1);
-      lua_settop(L, top + 1);
-      return 1;
-    }
-    lua_pop(L, 2);
-  }
-  lua_settop(L, top);
-  return 0;
+  fail(d, p, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
+  return -1;
 }
 
-/* Pushes the lua-cjson module table and returns whether it is cjson.safe. In order: a module
- * already loaded, one the package searchers find, then the global require; else a clear error. */
-static int push_cjson(lua_State *L) {
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  int lt = lua_gettop(L);
-  for (int i = 0; cjson_names[i]; i++) {
-    if (lua_getfield(L, lt, cjson_names[i]) == LUA_TTABLE) {
-      lua_remove(L, lt);
-      return i == 0;
-    }
-    lua_pop(L, 1);
+/* The object at d->p: a null member removes the field (a repeated key included). */
+static int object(jdec *d) {
+  if (!open_container(d)) return J_ERROR;
+  lua_State *L = d->L;
+  lua_createtable(L, 0, d->ohint[d->depth] + 1); /* room for a field the shaping adds */
+  int t = lua_gettop(L), n = 0, more = 1;
+  if (d->p < d->end && *d->p == '}') d->p++, more = 0;
+  while (more > 0) {
+    if (d->p >= d->end || *d->p != '"') return fail(d, d->p, "expected a string for a key");
+    if (!string(d)) return J_ERROR;
+    d->p = skip_space(d->p, d->end);
+    if (d->p >= d->end || *d->p != ':') return fail(d, d->p, "expected ':'");
+    d->p = skip_space(d->p + 1, d->end);
+    int r = value(d);
+    if (r == J_ERROR) return J_ERROR;
+    if (r == J_NULL) lua_pushnil(L);
+    else n++;
+    lua_rawset(L, t);
+    more = next_member(d, '}');
   }
-  for (int i = 0; cjson_names[i]; i++) {
-    if (search_module(L, lt, cjson_names[i])) {
-      lua_remove(L, lt);
-      return i == 0;
-    }
-  }
-  if (lua_getglobal(L, "require") == LUA_TFUNCTION) {
-    lua_pushstring(L, cjson_names[0]);
-    lua_call(L, 1, 1);
-    if (lua_istable(L, -1)) {
-      lua_remove(L, lt);
-      return 1;
-    }
-  }
-  luaL_error(L, "partnercustomers: cannot load lua-cjson: 'cjson.safe' is not loaded, and neither "
-                "package.searchers nor require can load it");
-  return 0;
+  d->ohint[d->depth--] = n;
+  return more < 0 ? J_ERROR : J_VALUE;
 }
 
-/* A private cjson instance, so that our settings never change the user's cjson. */
-void pc_json_open(lua_State *L) {
-  int safe = push_cjson(L);
-  if (lua_getfield(L, -1, "new") != LUA_TFUNCTION)
-    luaL_error(L, "partnercustomers: the lua-cjson module found has no 'new' function");
-  lua_call(L, 0, 1);
-  /* reject NaN, Infinity and hex numbers: not JSON */
-  lua_getfield(L, -1, "decode_invalid_numbers");
-  lua_pushboolean(L, 0);
-  lua_call(L, 1, 0);
-  lua_getfield(L, -1, "decode_max_depth");
-  lua_pushinteger(L, PC_JSON_MAX_DEPTH);
-  lua_call(L, 1, 0);
-  lua_getfield(L, -1, "decode");
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &decoder_key);
-  lua_pushboolean(L, safe);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &safe_key);
-  lua_pop(L, 2);
+/* The array at d->p: nulls are left out, the other items close up. */
+static int array(jdec *d) {
+  if (!open_container(d)) return J_ERROR;
+  lua_State *L = d->L;
+  lua_createtable(L, d->ahint[d->depth], 0);
+  int t = lua_gettop(L), more = 1;
+  lua_Integer n = 0;
+  if (d->p < d->end && *d->p == ']') d->p++, more = 0;
+  while (more > 0) {
+    int r = value(d);
+    if (r == J_ERROR) return J_ERROR;
+    if (r == J_VALUE) lua_rawseti(L, t, ++n);
+    more = next_member(d, ']');
+  }
+  d->ahint[d->depth--] = n < INT_MAX ? (int)n : INT_MAX;
+  return more < 0 ? J_ERROR : J_VALUE;
 }
 
-/* ---- normalising what cjson gives ---- */
-
-static int is_null(lua_State *L, int idx) {
-  return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
-}
-
-/* The float at the top, when integral, becomes an integer (in place). */
-static void integral(lua_State *L) {
-  if (lua_type(L, -1) != LUA_TNUMBER || lua_isinteger(L, -1)) return;
-  int exact;
-  lua_Integer i = lua_tointegerx(L, -1, &exact); /* a float converts only when integral */
-  if (exact) {
-    lua_pop(L, 1);
-    lua_pushinteger(L, i);
+/* The value at d->p (white space already passed). */
+static int value(jdec *d) {
+  if (d->p >= d->end) return fail(d, d->p, "expected a value");
+  switch (*d->p) {
+    case '{': return object(d);
+    case '[': return array(d);
+    case '"': return string(d);
+    case '-': case '0': case '1': case '2': case '3': case '4': case '5': case '6': case '7': case '8': case '9':
+      return number(d);
+    default: return literal(d);
   }
 }
 
-/* scalars, when not NULL, counts the nulls and numbers met (see count_scalars). */
-static void normalise(lua_State *L, size_t *scalars);
-
-static void count(size_t *scalars) {
-  if (scalars) ++*scalars;
-}
-
-/* The value at the top (not null), normalised in place. */
-static void normalise_value(lua_State *L, size_t *scalars) {
-  if (lua_istable(L, -1)) normalise(L, scalars);
-  else if (lua_type(L, -1) == LUA_TNUMBER) {
-    count(scalars);
-    integral(L);
+/* Decodes the whole text s[0..len): pushes the value (nil for null) and returns 1, or pushes the
+ * message and returns 0. */
+static int decode_text(lua_State *L, const char *s, size_t len) {
+  int top = lua_gettop(L);
+  jdec d; /* on the C stack: nothing to free if an allocation raises */
+  memset(&d, 0, sizeof d);
+  d.L = L, d.s = s, d.end = s + len;
+  d.p = skip_space(s, d.end);
+  int r = value(&d);
+  if (r != J_ERROR) {
+    d.p = skip_space(d.p, d.end);
+    if (d.p < d.end) r = fail(&d, d.p, "more text after the value");
   }
-}
-
-/* A JSON array (the table at the top, items 1..n, nulls among them): the other items close up,
- * in order, so that it stays a sequence. Only existing slots are written: nothing allocated. */
-static void normalise_array(lua_State *L, lua_Integer n, size_t *scalars) {
-  lua_Integer kept = 0;
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, -1, i);
-    if (is_null(L, -1)) {
-      count(scalars);
-      lua_pop(L, 1);
-      continue;
-    }
-    normalise_value(L, scalars);
-    lua_rawseti(L, -2, ++kept);
+  if (r == J_ERROR) {
+    lua_settop(L, top);
+    lua_pushfstring(L, "%s at byte %I", d.why, (LUAI_UACINT)(d.p - s + 1));
+    return 0;
   }
-  for (lua_Integer i = kept + 1; i <= n; i++) {
-    lua_pushnil(L);
-    lua_rawseti(L, -2, i);
-  }
-}
-
-/* A JSON object (the table at the top): null fields removed, the others normalised. */
-static void normalise_object(lua_State *L, size_t *scalars) {
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    int t = lua_type(L, -1);
-    if (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) {
-      count(scalars);
-      lua_pop(L, 1);
-      lua_pushvalue(L, -1);
-      lua_pushnil(L); /* assigning nil to an existing field during lua_next is allowed */
-      lua_rawset(L, -4);
-      continue;
-    }
-    if (t == LUA_TNUMBER) {
-      count(scalars);
-      if (!lua_isinteger(L, -1)) {
-        integral(L);
-        lua_pushvalue(L, -2);
-        lua_insert(L, -2);
-        lua_rawset(L, -4); /* an existing field */
-        continue;
-      }
-    }
-    if (t == LUA_TTABLE) normalise(L, scalars);
-    lua_pop(L, 1);
-  }
-}
-
-/* Normalises the table at the top, in place (depth is bounded by cjson's max depth). cjson makes
- * a JSON array a table with items 1..n (a null is a value, so no holes) and an object a table
- * with string keys only: a table with an item 1 is an array. */
-static void normalise(lua_State *L, size_t *scalars) {
-  luaL_checkstack(L, 6, "JSON nested too deeply");
-  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-  if (n > 0) normalise_array(L, n, scalars);
-  else normalise_object(L, scalars);
+  if (r == J_NULL) lua_pushnil(L);
+  return 1;
 }
 
 /* ---- job statuses (the one table of them: job_status.lua reads it through the core) ---- */
@@ -344,7 +491,7 @@ int pc_l_item_key(lua_State *L) {
   return 1;
 }
 
-/* ---- shapes: the customer listings, normalised in the same pass ---- */
+/* ---- shapes: the customer listings, shaped after decoding ---- */
 
 /* The answers a request's `decode` can name: the customers are the array at `field`. */
 static const struct {
@@ -363,9 +510,8 @@ int pc_json_shape(const char *name) {
 }
 
 /* Strings pushed once per answer (so that no field access interns a name), in this order. */
-static const char *const names[] = {"id", "name", "jobStatus", "jobStatusCode", "managementMode", "tenants",
-                                    "organization", "ownerEmail", "countryOrRegion"};
-enum { N_ID, N_NAME, N_JOBSTATUS, N_JOBSTATUSCODE, N_MANAGEMENTMODE, N_TENANTS, N_OTHERS, N_LABELS = N_OTHERS + 3 };
+static const char *const names[] = {"id", "name", "jobStatus", "jobStatusCode", "managementMode", "tenants"};
+enum { N_ID, N_NAME, N_JOBSTATUS, N_JOBSTATUSCODE, N_MANAGEMENTMODE, N_TENANTS, N_LABELS };
 
 typedef struct {
   int names;           /* stack index of names[0]; the job labels follow them */
@@ -396,56 +542,18 @@ static int answer_job_code(lua_State *L, shape_ctx *cx) {
   return code;
 }
 
-/* Which of names[] the string key at idx is (exactly), or -1; *variant: an other spelling in case
- * of "id" or "name". */
-static int name_of(lua_State *L, int idx, int *variant) {
-  size_t n;
-  const char *k = lua_tolstring(L, idx, &n);
-  switch (n) {
-    case 2:
-      if (k[0] == 'i' && k[1] == 'd') return N_ID;
-      *variant |= (k[0] | 0x20) == 'i' && (k[1] | 0x20) == 'd';
-      return -1;
-    case 4:
-      if (memcmp(k, "name", 4) == 0) return N_NAME;
-      *variant |= (k[0] | 0x20) == 'n' && (k[1] | 0x20) == 'a' && (k[2] | 0x20) == 'm' && (k[3] | 0x20) == 'e';
-      return -1;
-    case 7: return memcmp(k, "tenants", 7) == 0 ? N_TENANTS : -1;
-    case 9: return memcmp(k, "jobStatus", 9) == 0 ? N_JOBSTATUS : -1;
-    case 13: return memcmp(k, "jobStatusCode", 13) == 0 ? N_JOBSTATUSCODE : -1;
-    case 14: return memcmp(k, "managementMode", 14) == 0 ? N_MANAGEMENTMODE : -1;
-    default: return -1;
-  }
-}
-
-/* Removes the null at the top (lua_next's value, its key below, the table at t) and returns 1,
- * or makes an integral float an integer (in t too) and returns 0: still to look at. */
-static int plain_field(lua_State *L, int t) {
-  int ty = lua_type(L, -1);
-  if (ty == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) {
-    lua_pop(L, 1);
-    lua_pushvalue(L, -1);
-    lua_pushnil(L); /* assigning nil to an existing field during lua_next is allowed */
-    lua_rawset(L, t);
-    return 1;
-  }
-  if (ty == LUA_TNUMBER && !lua_isinteger(L, -1)) {
-    integral(L);
-    if (lua_isinteger(L, -1)) {
-      lua_pushvalue(L, -2);
-      lua_pushvalue(L, -2);
-      lua_rawset(L, t); /* an existing field */
-    }
-  }
-  return 0;
-}
-
 /* Sets t[key] = the value at the top (popped); key is a stack index. */
 static void set_field(lua_State *L, int t, int key) {
   lua_pushvalue(L, key);
   lua_pushvalue(L, -2);
   lua_rawset(L, t);
   lua_pop(L, 1);
+}
+
+/* Pushes t[names[which]] and returns its type. */
+static int get_field(lua_State *L, int t, const shape_ctx *cx, int which) {
+  lua_pushvalue(L, cx->names + which);
+  return lua_rawget(L, t);
 }
 
 /* Whether the key at idx spells names[which] in any case (ASCII: string.lower in the C locale). */
@@ -459,14 +567,11 @@ static int spells(lua_State *L, int idx, int which) {
 }
 
 /* Moves t[k] to t[names[which]] for the first key k (in traversal order) that spells it in
- * another case, as the Lua layer's lower_key did, when t[names[which]] is absent. */
+ * another case, when t[names[which]] is absent. */
 static void lower_key(lua_State *L, int t, const shape_ctx *cx, int which) {
-  lua_pushvalue(L, cx->names + which);
-  if (lua_rawget(L, t) != LUA_TNIL) {
-    lua_pop(L, 1);
-    return;
-  }
+  int ty = get_field(L, t, cx, which);
   lua_pop(L, 1);
+  if (ty != LUA_TNIL) return;
   lua_pushnil(L);
   while (lua_next(L, t)) {
     if (spells(L, -2, which)) {
@@ -481,404 +586,142 @@ static void lower_key(lua_State *L, int t, const shape_ctx *cx, int which) {
   }
 }
 
-/* The value at the top as an object: normalised; 0 when it is not a table or is a (non-empty)
- * array, as util.is_object tells. */
-static int as_object(lua_State *L) {
-  if (!lua_istable(L, -1)) {
-    integral(L);
-    return 0;
-  }
-  if (lua_rawlen(L, -1) == 0) return 1;
-  normalise(L, NULL);
-  return lua_rawlen(L, -1) == 0;
+/* Whether the value at idx is a JSON object (a table that is not a non-empty array). */
+static int is_object(lua_State *L, int idx) { return lua_istable(L, idx) && lua_rawlen(L, idx) == 0; }
+
+/* Whether the table at the top, of no items, has fields: an object, not an empty array. */
+static int has_fields(lua_State *L) {
+  lua_pushnil(L);
+  if (!lua_next(L, -2)) return 0;
+  lua_pop(L, 2);
+  return 1;
 }
 
-/* One tenant (at the top): its fields normalised, Id/Name spelt id/name. */
-static const char *shape_tenant(lua_State *L, const shape_ctx *cx) {
-  if (!as_object(L)) return "has a tenant that is not an object";
-  int t = lua_gettop(L), variant = 0;
-  lua_pushnil(L);
-  while (lua_next(L, t)) {
-    if (plain_field(L, t)) continue;
-    if (lua_type(L, -2) == LUA_TSTRING) name_of(L, -2, &variant);
-    if (lua_istable(L, -1)) normalise(L, NULL);
+/* The value of a customer's tenants (at the top): an array of objects, whose Id or Name in
+ * another case become id and name. */
+static const char *shape_tenants(lua_State *L, const shape_ctx *cx) {
+  if (!lua_istable(L, -1)) return "has tenants that are not an array";
+  int ts = lua_gettop(L);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, ts);
+  if (n == 0) return has_fields(L) ? "has tenants that are not an array" : NULL;
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, ts, i);
+    if (!is_object(L, -1)) return "has a tenant that is not an object";
+    lower_key(L, ts + 1, cx, N_ID);
+    lower_key(L, ts + 1, cx, N_NAME);
     lua_pop(L, 1);
-  }
-  if (variant) {
-    lower_key(L, t, cx, N_ID);
-    lower_key(L, t, cx, N_NAME);
   }
   return NULL;
 }
 
-/* The value of a customer's tenants (at the top): an array of tenants. */
-static const char *shape_tenants(lua_State *L, const shape_ctx *cx) {
-  if (!lua_istable(L, -1)) return "has tenants that are not an array";
-  lua_Integer n = (lua_Integer)lua_rawlen(L, -1), kept = 0;
-  if (n == 0) { /* an empty array, or an object: not empty once normalised */
-    normalise(L, NULL);
-    lua_pushnil(L);
-    if (!lua_next(L, -2)) return NULL;
-    lua_pop(L, 2);
-    return "has tenants that are not an array";
+/* The job status of the customer at c as its label and jobStatusCode (an unknown status has no
+ * code); a managementMode given as a numeric string becomes an integer. */
+static void shape_status(lua_State *L, int c, shape_ctx *cx) {
+  int code = -1;
+  if (get_field(L, c, cx, N_JOBSTATUS) != LUA_TNIL && (code = answer_job_code(L, cx)) >= 0 &&
+      !lua_rawequal(L, -1, cx->names + N_LABELS + code)) {
+    lua_pushvalue(L, cx->names + N_LABELS + code);
+    set_field(L, c, cx->names + N_JOBSTATUS);
   }
-  const char *why = NULL;
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, -1, i);
-    if (is_null(L, -1)) {
-      lua_pop(L, 1);
-      continue;
-    }
-    if (why) normalise_value(L, NULL);
-    else why = shape_tenant(L, cx);
-    lua_rawseti(L, -2, ++kept);
-  }
-  for (lua_Integer i = kept + 1; i <= n; i++) {
-    lua_pushnil(L);
-    lua_rawseti(L, -2, i);
-  }
-  return why;
-}
-
-/* A customer's field (lua_next's value at the top, its key below, the customer at c) that is one
- * of names[]: *code gets the job status code, *seen a bit per name met. */
-static const char *shape_field(lua_State *L, int c, const shape_ctx *cx, int which, int *code) {
-  lua_Integer i;
-  switch (which) {
-    case N_JOBSTATUS:
-      *code = job_code(L, -1);
-      if (*code >= 0) {
-        lua_pushvalue(L, cx->names + N_LABELS + *code);
-        set_field(L, c, lua_gettop(L) - 2);
-      } else if (lua_istable(L, -1))
-        normalise(L, NULL);
-      return NULL;
-    case N_MANAGEMENTMODE:
-      if (lua_type(L, -1) == LUA_TSTRING && to_integer(L, -1, &i)) {
-        lua_pushinteger(L, i);
-        set_field(L, c, lua_gettop(L) - 2);
-      } else if (lua_istable(L, -1))
-        normalise(L, NULL);
-      return NULL;
-    case N_TENANTS:
-      return shape_tenants(L, cx);
-    default:
-      if (lua_istable(L, -1)) normalise(L, NULL);
-      return NULL;
-  }
-}
-
-/* One customer (at the top): its fields normalised, the job status as label and code, tenants
- * checked (and defaulted); NULL, or what is wrong with it. */
-static const char *shape_customer(lua_State *L, const shape_ctx *cx) {
-  if (!as_object(L)) return "is not an object";
-  int c = lua_gettop(L), variant = 0, seen = 0, code = -1;
-  const char *why = NULL;
-  lua_pushnil(L);
-  while (lua_next(L, c)) {
-    if (plain_field(L, c)) continue;
-    int which = lua_type(L, -2) == LUA_TSTRING ? name_of(L, -2, &variant) : -1;
-    if (which >= 0) {
-      seen |= 1 << which;
-      const char *w = shape_field(L, c, cx, which, &code);
-      if (!why) why = w;
-    } else if (lua_istable(L, -1))
-      normalise(L, NULL);
-    lua_pop(L, 1);
-  }
+  lua_pop(L, 1);
   if (code >= 0) {
     lua_pushinteger(L, code);
     set_field(L, c, cx->names + N_JOBSTATUSCODE);
-  } else if (seen & (1 << N_JOBSTATUSCODE)) { /* an unknown status has no code */
+  } else if (get_field(L, c, cx, N_JOBSTATUSCODE) != LUA_TNIL) {
     lua_pushnil(L);
     set_field(L, c, cx->names + N_JOBSTATUSCODE);
   }
-  if (!(seen & (1 << N_TENANTS)) && cx->tenants_default) {
+  lua_settop(L, c);
+  lua_Integer i;
+  if (get_field(L, c, cx, N_MANAGEMENTMODE) == LUA_TSTRING && to_integer(L, -1, &i)) {
+    lua_pushinteger(L, i);
+    set_field(L, c, cx->names + N_MANAGEMENTMODE);
+  }
+  lua_settop(L, c);
+}
+
+/* One customer (at the top): job status, managementMode and tenants as README.md says, its key
+ * into keys[at]; NULL, or what is wrong with it. */
+static const char *shape_customer(lua_State *L, shape_ctx *cx, int keys, lua_Integer at) {
+  if (!is_object(L, -1)) return "is not an object";
+  int c = lua_gettop(L);
+  shape_status(L, c, cx);
+  const char *why = NULL;
+  if (get_field(L, c, cx, N_TENANTS) != LUA_TNIL) why = shape_tenants(L, cx);
+  else if (cx->tenants_default) {
     lua_createtable(L, 0, 0);
     set_field(L, c, cx->names + N_TENANTS);
   }
-  return why;
+  lua_settop(L, c);
+  if (why) return why;
+  get_field(L, c, cx, N_ID);
+  id_key(L);
+  lua_rawseti(L, keys, at);
+  return NULL;
 }
 
-/* The customers (the array at the top, n > 0 items): each normalised and shaped, nulls closed
- * up; their keys into the table at keys. NULL, or what is wrong with customer *at. */
-static const char *shape_list(lua_State *L, const shape_ctx *cx, lua_Integer n, int keys, lua_Integer *at) {
+/* The list of customers (answer[field], at the top, nil when absent): pushes the items (a new
+ * empty table for nil) and their keys, or returns what is wrong (*at: the customer, or 0). */
+static const char *shape_items(lua_State *L, shape_ctx *cx, lua_Integer *at) {
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 0);
+  }
+  if (!lua_istable(L, -1)) return "is not an array";
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  if (n == 0 && has_fields(L)) return "is not an array";
   int list = lua_gettop(L);
-  const char *why = NULL;
-  lua_Integer kept = 0;
+  lua_createtable(L, (int)(n < INT_MAX ? n : INT_MAX), 0);
   for (lua_Integer i = 1; i <= n; i++) {
     lua_rawgeti(L, list, i);
-    if (is_null(L, -1)) {
-      lua_pop(L, 1);
-      continue;
+    const char *why = shape_customer(L, cx, list + 1, i);
+    lua_pop(L, 1);
+    if (why) {
+      *at = i;
+      return why;
     }
-    kept++;
-    if (why) normalise_value(L, NULL);
-    else if ((why = shape_customer(L, cx)) != NULL)
-      *at = kept;
-    else {
-      push_item_key(L, -1, cx->names + N_ID);
-      lua_rawseti(L, keys, kept);
-    }
-    lua_rawseti(L, list, kept);
   }
-  for (lua_Integer i = kept + 1; i <= n; i++) {
-    lua_pushnil(L);
-    lua_rawseti(L, list, i);
-  }
-  return why;
+  return NULL;
 }
 
-/* The name util.got gives the (normalised, not object) value at the top. */
+/* The name util.got gives the value at the top (not an object). */
 static const char *got(lua_State *L) {
   if (lua_istable(L, -1)) return "an array";
   if (lua_type(L, -1) == LUA_TNUMBER) return lua_isinteger(L, -1) ? "integer" : "float";
   return luaL_typename(L, -1);
 }
 
-/* The list of customers (data[field], at the top, nil when absent) of the answer's object;
- * pushes it (or a new empty one) and its keys, or returns what is wrong with it. */
-static const char *shape_items(lua_State *L, const shape_ctx *cx, lua_Integer *at) {
-  if (lua_isnil(L, -1)) {
-    lua_pop(L, 1);
-    lua_createtable(L, 0, 0);
-  }
-  if (!lua_istable(L, -1)) {
-    integral(L);
-    return "is not an array";
-  }
-  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-  if (n == 0) {
-    normalise(L, NULL);
-    lua_pushnil(L);
-    if (lua_next(L, -2)) {
-      lua_pop(L, 2);
-      return "is not an array";
-    }
-    lua_createtable(L, 0, 0);
-    return NULL;
-  }
-  lua_createtable(L, (int)(n < INT_MAX ? n : INT_MAX), 0);
-  int keys = lua_gettop(L);
-  lua_pushvalue(L, -2);
-  const char *why = shape_list(L, cx, n, keys, at);
-  lua_pop(L, 1);
-  return why;
-}
-
-/* ---- the fast path of a shape ---- */
-
-/* Whether a null or a number starts at p (after white space), before end. */
-static int scalar_at(const char *p, const char *end) {
-  while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) p++;
-  return p < end && (*p == 'n' || *p == '-' || (*p >= '0' && *p <= '9'));
-}
-
-/* At least the nulls and numbers of the JSON text s[0..n), each counted once at the ':', ',' or
- * '[' before it (some of these in strings count too). Each one is a value of the decoded tree,
- * so a pass that met as many met them all: then no other field needs a look. (A repeated key
- * leaves one value for two in the text: such a pass never counts as complete.) */
-static size_t count_scalars(const char *s, size_t n) {
-  static const char marks[] = ":,[";
-  size_t c = 0;
-  const char *end = s + n;
-  for (int m = 0; m < 3; m++)
-    for (const char *p = s; (p = memchr(p, marks[m], (size_t)(end - p))) != NULL;)
-      c += scalar_at(++p, end);
-  return c;
-}
-
-/* Pushes t[names[which]], normalised (a null removed from t: nil), counting its scalars;
- * returns its type. */
-static int fast_get(lua_State *L, int t, const shape_ctx *cx, int which, size_t *scalars) {
-  int key = cx->names + which;
-  lua_pushvalue(L, key);
-  int ty = lua_rawget(L, t);
-  if (ty == LUA_TLIGHTUSERDATA && lua_touserdata(L, -1) == NULL) {
-    ++*scalars;
-    lua_pushvalue(L, key);
-    lua_pushnil(L);
-    lua_rawset(L, t);
-    lua_pop(L, 1);
-    lua_pushnil(L);
-    return LUA_TNIL;
-  }
-  if (ty == LUA_TNUMBER) {
-    ++*scalars;
-    int exact;
-    lua_Integer i = lua_isinteger(L, -1) ? 0 : lua_tointegerx(L, -1, &exact);
-    if (!lua_isinteger(L, -1) && exact) { /* an integral float: the integer, in t too */
-      lua_pop(L, 1);
-      lua_pushinteger(L, i);
-      set_field(L, t, key);
-      lua_pushinteger(L, i);
-    }
-  } else if (ty == LUA_TTABLE)
-    normalise(L, scalars);
-  return ty;
-}
-
-/* Whether t (at the top, without names[which]) has a key that spells it in another case. */
-static int has_variant(lua_State *L, int which) {
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    int same = spells(L, -2, which);
-    lua_pop(L, 1);
-    if (same) {
-      lua_pop(L, 1);
-      return 1;
-    }
-  }
-  return 0;
-}
-
-/* The tenants (a table, at the top) on the fast path: 0 when they need the full pass. */
-static int fast_tenants(lua_State *L, const shape_ctx *cx, size_t *scalars) {
-  int ts = lua_gettop(L);
-  lua_Integer n = (lua_Integer)lua_rawlen(L, ts);
-  if (n == 0) {
-    lua_pushnil(L);
-    int empty = !lua_next(L, ts);
-    lua_settop(L, ts);
-    return empty;
-  }
-  for (lua_Integer i = 1; i <= n; i++) {
-    if (lua_rawgeti(L, ts, i) != LUA_TTABLE || lua_rawlen(L, -1) > 0) return 0;
-    int t = lua_gettop(L);
-    int id = fast_get(L, t, cx, N_ID, scalars), name = fast_get(L, t, cx, N_NAME, scalars);
-    lua_settop(L, t);
-    if ((id == LUA_TNIL && has_variant(L, N_ID)) || (name == LUA_TNIL && has_variant(L, N_NAME))) return 0;
-    lua_settop(L, ts);
-  }
-  return 1;
-}
-
-/* One customer (at the top) on the fast path: its fields of names[] looked up, not traversed, its
- * key into keys[at]; 0 when it needs the full pass. */
-static int fast_customer(lua_State *L, shape_ctx *cx, size_t *scalars, int keys, lua_Integer at) {
-  if (!lua_istable(L, -1) || lua_rawlen(L, -1) > 0) return 0;
-  int c = lua_gettop(L), code = -1;
-  if (fast_get(L, c, cx, N_JOBSTATUS, scalars) != LUA_TNIL && (code = answer_job_code(L, cx)) >= 0 &&
-      !lua_rawequal(L, -1, cx->names + N_LABELS + code)) {
-    lua_pushvalue(L, cx->names + N_LABELS + code);
-    set_field(L, c, cx->names + N_JOBSTATUS);
-  }
-  if (code >= 0) { /* replaces any jobStatusCode (one holding a number: the count tells) */
-    lua_pushinteger(L, code);
-    set_field(L, c, cx->names + N_JOBSTATUSCODE);
-  } else if (fast_get(L, c, cx, N_JOBSTATUSCODE, scalars) != LUA_TNIL) {
-    lua_pushnil(L); /* an unknown status has no code */
-    set_field(L, c, cx->names + N_JOBSTATUSCODE);
-  }
-  lua_Integer i;
-  if (fast_get(L, c, cx, N_MANAGEMENTMODE, scalars) == LUA_TSTRING && to_integer(L, -1, &i)) {
-    lua_pushinteger(L, i);
-    set_field(L, c, cx->names + N_MANAGEMENTMODE);
-  }
-  fast_get(L, c, cx, N_ID, scalars);
-  id_key(L);
-  lua_rawseti(L, keys, at);
-  for (int k = N_OTHERS; k < N_LABELS; k++) fast_get(L, c, cx, k, scalars); /* the other fields README.md names */
-  lua_pushvalue(L, cx->names + N_TENANTS);
-  int ty = lua_rawget(L, c);
-  int ok = ty == LUA_TNIL || (ty == LUA_TTABLE && fast_tenants(L, cx, scalars));
-  lua_settop(L, c);
-  if (ok && ty == LUA_TNIL && cx->tenants_default) {
-    lua_createtable(L, 0, 0);
-    set_field(L, c, cx->names + N_TENANTS);
-  }
-  return ok;
-}
-
-/* The customers (the array at the top, n > 0 items) on the fast path, their keys into the table
- * at keys; 0 when they need the full pass (a null or wrong item, a field to look at). */
-static int fast_list(lua_State *L, shape_ctx *cx, lua_Integer n, int keys, size_t *scalars) {
-  int list = lua_gettop(L);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, list, i);
-    int ok = fast_customer(L, cx, scalars, keys, i);
-    lua_settop(L, list);
-    if (!ok) return 0;
-  }
-  return 1;
-}
-
-/* ---- a shaped answer ---- */
-
-/* The answer's object (at data) of shape `cx`: its list of customers (field) shaped, the rest
- * normalised. Pushes the items and their keys, or a problem (returns 0). */
-static int shape_object(lua_State *L, int data, shape_ctx *cx, const char *field, const char *s, size_t len) {
-  /* the list is shaped alone: the rest of the object is normalised without it */
-  int has = lua_getfield(L, data, field) != LUA_TNIL;
-  if (has) {
-    lua_pushnil(L);
-    lua_setfield(L, data, field);
-  }
-  size_t scalars = 0;
-  lua_pushvalue(L, data);
-  normalise(L, &scalars);
-  lua_pop(L, 1);
-  if (is_null(L, -1)) { /* a null list: absent */
-    lua_pop(L, 1);
-    lua_pushnil(L);
-    has = 0;
-    scalars++;
-  }
-  if (has && !lua_istable(L, -1)) integral(L); /* not a list (a problem below), but normalised */
-  if (has) {
-    lua_pushvalue(L, -1);
-    lua_setfield(L, data, field);
-  }
-  lua_Integer n = lua_istable(L, -1) ? (lua_Integer)lua_rawlen(L, -1) : 0;
-  if (n > 0) {
-    lua_createtable(L, (int)(n < INT_MAX ? n : INT_MAX), 0);
-    lua_pushvalue(L, -2);
-    int fast = fast_list(L, cx, n, lua_gettop(L) - 1, &scalars) && scalars == count_scalars(s, len);
-    lua_pop(L, 1);
-    if (fast) return 1;
-    lua_pop(L, 1);
-  }
-  lua_Integer at = 0;
-  const char *why = shape_items(L, cx, &at);
-  if (!why) return 1;
-  if (at > 0) lua_pushfstring(L, "customer %I %s", (LUAI_UACINT)at, why);
-  else lua_pushfstring(L, "\"%s\" %s", field, why);
-  return 0;
-}
-
-/* The answer at the top (JSON text s[0..len)) for shape `shape`: normalised, and its customers
- * shaped in the same pass. Pushes the report {items = the customers, keys = their keys} or
- * {problem = message}. */
-static void shape_answer(lua_State *L, int shape, const char *s, size_t len) {
-  luaL_checkstack(L, 64, "JSON nested too deeply");
+/* The answer at the top, for shape `shape`: its customers shaped in place. Leaves the answer
+ * and above it the report {items = the customers, keys = their keys} or {problem = message}. */
+static void shape_answer(lua_State *L, int shape) {
+  luaL_checkstack(L, 24, NULL);
   int data = lua_gettop(L);
   for (int i = 0; i < N_LABELS; i++) lua_pushstring(L, names[i]);
   for (int i = 0; i < JOB_CODES; i++) lua_pushstring(L, job_labels[i]);
   shape_ctx cx = {data + 1, shapes[shape].tenants_default, {{0, "", 0}}, 0};
   lua_createtable(L, 0, 2);
   int rep = lua_gettop(L);
-  if (lua_istable(L, data) && lua_rawlen(L, data) > 0) {
-    lua_pushvalue(L, data);
-    normalise(L, NULL);
-    lua_pop(L, 1);
-  }
-  if (!lua_istable(L, data) || lua_rawlen(L, data) > 0) {
-    lua_pushvalue(L, data);
-    integral(L);
-    lua_replace(L, data);
+  const char *field = shapes[shape].field, *why = NULL;
+  lua_Integer at = 0;
+  if (!is_object(L, data)) {
     lua_pushvalue(L, data);
     lua_pushfstring(L, "expected a JSON object (got %s)", got(L));
-    lua_setfield(L, rep, "problem");
-  } else if (shape_object(L, data, &cx, shapes[shape].field, s, len)) {
-    lua_setfield(L, rep, "keys");
-    lua_setfield(L, rep, "items");
-  } else
-    lua_setfield(L, rep, "problem");
+  } else {
+    lua_getfield(L, data, field);
+    if ((why = shape_items(L, &cx, &at)) == NULL) {
+      lua_setfield(L, rep, "keys");
+      lua_setfield(L, rep, "items");
+    } else if (at > 0)
+      lua_pushfstring(L, "customer %I %s", (LUAI_UACINT)at, why);
+    else
+      lua_pushfstring(L, "\"%s\" %s", field, why);
+  }
+  if (lua_gettop(L) > rep) lua_setfield(L, rep, "problem");
   lua_copy(L, rep, data + 1);
   lua_settop(L, data + 1);
 }
 
-/* ---- decoding ---- */
+/* ---- an answer ---- */
 
 /* The number of values in s, counted before decoding (an object member counts once): 1, plus
  * one per comma and one per non-empty object or array, outside strings, since every value but
@@ -902,53 +745,13 @@ static size_t count_values(const char *s, size_t n, size_t max) {
   return count;
 }
 
-/* The decoder failed (status of its lua_pcall, message at the top). A cjson.safe decoder returns
- * nil and a message for bad JSON and raises only when memory runs out (its "Memory allocation
- * error in CJSON protected call"); a plain cjson decoder raises for both, and then LUA_ERRMEM
- * tells them apart. Running out of memory is raised again as Lua's memory error: a valid
- * response must not be blamed for it. Returns only for bad JSON. */
-static void decoder_failed(lua_State *L, int status) {
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &safe_key);
-  int safe = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  if (status == LUA_ERRMEM) lua_error(L);
-  if (safe) {
-    lua_pushliteral(L, "not enough memory"); /* Lua's own message, pre-allocated by the state */
-    lua_error(L);
-  }
-}
-
 pc_json_rc pc_json_decode(lua_State *L, const char *s, size_t len, int mode) {
   /* values <= 1 + len: only a body that long can be over the bound */
   if (len >= PC_JSON_MAX_VALUES && count_values(s, len, PC_JSON_MAX_VALUES) > PC_JSON_MAX_VALUES) {
     lua_pushfstring(L, "response has too many JSON values (more than %d)", PC_JSON_MAX_VALUES);
     return PC_JSON_TOO_MANY;
   }
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &decoder_key);
-  lua_pushlstring(L, s, len);
-  int status = lua_pcall(L, 1, 2, 0);
-  if (status != LUA_OK) {
-    decoder_failed(L, status);
-    if (!lua_isstring(L, -1)) {
-      lua_pop(L, 1);
-      lua_pushliteral(L, "invalid JSON");
-    }
-    return PC_JSON_INVALID;
-  }
-  if (lua_isnil(L, -2)) {
-    lua_remove(L, -2);
-    if (!lua_isstring(L, -1)) {
-      lua_pop(L, 1);
-      lua_pushliteral(L, "invalid JSON");
-    }
-    return PC_JSON_INVALID;
-  }
-  lua_pop(L, 1);
-  if (is_null(L, -1)) { /* a top-level null: nothing */
-    lua_pop(L, 1);
-    lua_pushnil(L);
-  }
-  if (mode >= PC_DECODE_SHAPE) shape_answer(L, mode - PC_DECODE_SHAPE, s, len);
-  else normalise_value(L, NULL);
+  if (!decode_text(L, s, len)) return PC_JSON_INVALID;
+  if (mode >= PC_DECODE_SHAPE) shape_answer(L, mode - PC_DECODE_SHAPE);
   return PC_JSON_OK;
 }

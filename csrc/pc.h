@@ -163,8 +163,6 @@ int pc_l_error(lua_State *L);
 int pc_l_is_error(lua_State *L);
 
 /* json.c */
-/* Loads lua-cjson (without relying on a global require) and keeps a private decoder. */
-void pc_json_open(lua_State *L);
 /* The most values one JSON answer may hold: every object, array, string, number, boolean and
  * null, an object member counting once (counted before decoding). A value costs at most ~150
  * bytes once decoded (an object member with a key of its own holding an empty object; an empty
@@ -183,7 +181,7 @@ int pc_json_shape(const char *name);
 /* Decodes s. The value has no JSON null left (an object loses the field, an array closes up
  * around it, a top-level null is nil) and its integral numbers are integers. With a shape's mode,
  * the customers are also normalised as README.md describes (job status label and jobStatusCode,
- * managementMode, tenants) in the same pass, and a report is pushed above the value:
+ * managementMode, tenants) right after, and a report is pushed above the value:
  * {items = the customers, keys = what tells each apart for the pager (core.item_key, false for
  * one without a usable id)} or {problem = what is wrong with the answer}. Running out of memory raises Lua's memory error (it
  * is never blamed on the response). */

@@ -411,7 +411,7 @@ function M.close(w, what, level)
   end
 end
 
--- A JSON object as cjson gives it: a table that is not a list (an empty table counts as both).
+-- A JSON object as the core decodes it: a table that is not a list (an empty table counts as both).
 function M.is_object(v)
   return type(v) == "table" and (next(v) == nil or not is_array(v))
 end
