@@ -44,8 +44,8 @@ alloc-sweep: $(SO) $(SWEEP_SO) $(SWEEP_HOST)
 	@start=$$(date +%s); \
 	WITH_SANDBOX_AUTH=certificate SANDBOX_ARGS="--quiet --count 30 --odata-page-size 10" \
 	ASAN_OPTIONS=detect_leaks=1:quarantine_size_mb=32$(if $(SWEEP_ONLY),:fast_unwind_on_malloc=0) LSAN_OPTIONS=suppressions=spec/c/lsan.supp:print_suppressions=0 \
-	  bin/with-sandbox $(SWEEP_HOST) spec/c/sweep_run.lua "$(C_BUILD)/sweep/?.so;$(CJSON_DIR)/?.so" \
-	  $(SWEEP_SECONDS) $(SWEEP_PASSES) $(SWEEP_ONLY) -- $(abspath $(SWEEP_SO)) $(CJSON_DIR)/cjson.so; \
+	  bin/with-sandbox $(SWEEP_HOST) spec/c/sweep_run.lua "$(C_BUILD)/sweep/?.so" \
+	  $(SWEEP_SECONDS) $(SWEEP_PASSES) $(SWEEP_ONLY) -- $(abspath $(SWEEP_SO)); \
 	rc=$$?; echo "alloc-sweep: $$(( $$(date +%s) - start )) s wall, exit $$rc"; exit $$rc
 
 # ---- make fuzz: libFuzzer over the response path for FUZZ_SECONDS (default 60 s, plus the build) --

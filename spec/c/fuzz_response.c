@@ -36,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define CJSON_CPATH "/usr/lib/x86_64-linux-gnu/lua/5.4/?.so"
 #endif
 #define NOW 1700000000.0 /* the clock Retry-After dates are read against */
-#define MAX_DEPTH 300    /* beyond cjson's 256 */
+#define MAX_DEPTH 300    /* beyond the decoder's 256 */
 
 static lua_State *L;
 static int have_pager;
@@ -137,6 +137,45 @@ static void check_accepted(const char *url, const char *host) {
   if (!pc_host_is_loopback(host)) BROKEN("url_problem accepted plain http to %s (%s)", host, url);
 }
 
+/* What the decoder gave (at the top) against lua-cjson's decoding of the same text, normalised as
+ * the core promises: cjson must accept what the decoder accepts, and the trees must match (numbers
+ * compared as doubles too: cjson reads every number as one, so integers past 2^53 are rounded). */
+static const char cjson_key = 'c'; /* registry: the checking function below */
+
+static void check_like_cjson(lua_State *S, const char *p, size_t n) {
+  lua_rawgetp(S, LUA_REGISTRYINDEX, &cjson_key);
+  lua_pushvalue(S, -2);
+  lua_pushlstring(S, p, n);
+  lua_call(S, 2, 1);
+  if (lua_isstring(S, -1)) BROKEN("unlike lua-cjson: %s", lua_tostring(S, -1));
+  lua_pop(S, 1);
+}
+
+static const char cjson_check[] =
+  "local cjson = require 'cjson'\n"
+  "local function norm(v)\n"
+  "  if v == cjson.null then return nil end\n"
+  "  if math.type(v) == 'float' then return math.tointeger(v) or v end\n"
+  "  if type(v) ~= 'table' then return v end\n"
+  "  local out, n = {}, #v\n"
+  "  if n > 0 then for i = 1, n do out[#out + 1] = norm(v[i]) end\n"
+  "  else for k, x in pairs(v) do out[k] = norm(x) end end\n"
+  "  return out\n"
+  "end\n"
+  "local function same(a, b)\n"
+  "  if type(a) == 'number' and type(b) == 'number' then return a == b or a + 0.0 == b + 0.0 end\n"
+  "  if type(a) ~= type(b) then return false end\n"
+  "  if type(a) ~= 'table' then return a == b end\n"
+  "  for k, v in pairs(a) do if not same(v, b[k]) then return false end end\n"
+  "  for k in pairs(b) do if a[k] == nil then return false end end\n"
+  "  return true\n"
+  "end\n"
+  "return function(ours, text)\n"
+  "  local ok, theirs = pcall(cjson.decode, text)\n"
+  "  if not ok then return 'it refuses what the decoder accepted: ' .. tostring(theirs) end\n"
+  "  if not same(ours, norm(theirs)) then return 'another tree' end\n"
+  "end\n";
+
 /* ---- targets (each called under lua_pcall with the input as a light userdata) ---- */
 
 typedef struct {
@@ -150,16 +189,21 @@ typedef struct {
 static int t_json(lua_State *S) {
   const fuzz_in *in = lua_touserdata(S, 1);
   static const char *const shapes[] = {NULL, "avepoint-v3", "avepoint-odata"};
+  /* a copy of exactly n bytes (no NUL after it), so that ASan sees any read past the text */
+  char *text = lua_newuserdatauv(S, in->n ? in->n : 1, 0);
+  memcpy(text, in->p, in->n);
+  int base = lua_gettop(S);
   for (int i = 0; i < 3; i++) {
     int mode = shapes[i] ? pc_json_shape(shapes[i]) : PC_DECODE_JSON;
     if (mode < 0) BROKEN("no shape named %s", shapes[i]);
-    lua_settop(S, 1);
-    if (!pc_json_decode(S, in->p, in->n, mode)) {
+    lua_settop(S, base);
+    if (!pc_json_decode(S, text, in->n, mode)) {
       if (!lua_isstring(S, -1)) BROKEN("pc_json_decode failed without a message");
       continue;
     }
     if (mode == PC_DECODE_JSON) {
       check_normalised(S, -1, 0);
+      check_like_cjson(S, in->p, in->n);
       continue;
     }
     check_normalised(S, -2, 0);
@@ -254,6 +298,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   lua_pop(L, 1);
   luaL_requiref(L, "partnercustomers.core", luaopen_partnercustomers_core, 0);
   lua_pop(L, 1);
+  if (luaL_dostring(L, cjson_check) != LUA_OK) {
+    fprintf(stderr, "fuzz: lua-cjson for the JSON target: %s\n", lua_tostring(L, -1));
+    exit(2);
+  }
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &cjson_key);
   /* the Lua layer's pager, when it is there (its require of the core finds the one above) */
   if (luaL_dostring(L, "local ok, p = pcall(require, 'partnercustomers.pager')\n"
                        "return ok and type(p) == 'table' and type(p.link) == 'function' and p.link or nil") != LUA_OK) {

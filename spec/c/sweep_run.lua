@@ -4,7 +4,7 @@
 --
 -- Loading this file allocates nothing under the limit; it returns the stages the host runs in
 -- order, each under lua_pcall, while the host refuses the Nth allocation (see alloc_sweep.c):
---   load      require the core (luaopen: curl_global_init, error metatable, cjson.safe)
+--   load      require the core (luaopen: curl_global_init, error metatable)
 --   new       core.new with certificate credentials (the key and certificate are loaded and checked)
 --   requests  a fault rule put with a PUT (the first page answers 503, Retry-After: 0), a token fetch
 --             (a signed client assertion), three OData pages (the first one retried), the same
