@@ -372,10 +372,24 @@ function M.deadline_error(req, what)
   }
 end
 
--- A client's option checkers: the transport options and its own.
+function M.boolean(v)
+  if type(v) == "boolean" then return v end
+  return nil, "a boolean"
+end
+
+-- How a client waits, when a host's event loop should: `wait` (a function given the wait object
+-- each time a call must wait; it may yield) or `cooperative` (coroutine.yield inside a coroutine,
+-- blocking on the main thread). The Lua layer's, not the core's (see M.request).
+M.LOOP_OPTIONS = {
+  wait = M.func,
+  cooperative = M.boolean,
+}
+
+-- A client's option checkers: the transport options, the loop options and its own.
 function M.client_options(own)
   local all = {}
   for k, check in pairs(M.TRANSPORT_OPTIONS) do all[k] = check end
+  for k, check in pairs(M.LOOP_OPTIONS) do all[k] = check end
   for k, check in pairs(own) do all[k] = check end
   return all
 end
@@ -385,6 +399,66 @@ function M.core_options(o)
   local copts = {}
   for k in pairs(M.TRANSPORT_OPTIONS) do copts[k] = o[k] end
   return copts
+end
+
+------------------------------------------------------------------------------------------------
+-- Calls of the core, blocking or stepped in a host's event loop
+
+-- The wait function of wrapper w for a call made now, or nil: block in the core, as always.
+local function waiter(w)
+  if w._wait then return w._wait end
+  if w._cooperative and coroutine.isyieldable() then return coroutine.yield end
+  return nil
+end
+
+-- The hook calls a step queued, made here, where they may yield: {fn, arg} (on_event,
+-- on_refresh_token) or {provider, scope, "token"}, whose answer goes back to the batch.
+local function make_calls(b, calls)
+  for _, call in ipairs(calls) do
+    if call[3] == "token" then
+      b:provide(call[2], pcall(call[1], call[2]))
+    else
+      call[1](call[2])
+    end
+  end
+end
+
+local function steps(b, wait)
+  while true do
+    local w, calls, sleep = b:step()
+    if calls then
+      make_calls(b, calls) -- then step again at once: the hooks may have let requests start
+    elseif w == nil then
+      return b:results()
+    elseif sleep then
+      sleep(w:timeout()) -- a wait on the client's clock: its sleep hook, as in a blocking call
+    else
+      wait(w)
+    end
+  end
+end
+
+-- client:batch(reqs, copts) of wrapper w: the core's blocking call, or the same batch stepped
+-- with each wait handed to the wait function. An error in a hook (or in wait) abandons the batch
+-- (its transfers removed, the client idle) and propagates.
+function M.batch(w, reqs, copts)
+  local wait = waiter(w)
+  if not wait then return w._client:batch(reqs, copts) end
+  local b = w._client:start(reqs, copts)
+  local ok, results = pcall(steps, b, wait)
+  if not ok then
+    b:abort()
+    error(results, 0)
+  end
+  return results
+end
+
+-- client:request(req, copts) of wrapper w: the response, or nil and the error.
+function M.request(w, req, copts)
+  if not waiter(w) then return w._client:request(req, copts) end
+  local pair = M.batch(w, { req }, copts)[1]
+  if pair[1] ~= nil then return pair[1] end
+  return nil, pair[2]
 end
 
 -- Runs f(...) as a call of the client wrapper w, and gives what it returns: a close from one of

@@ -152,6 +152,19 @@ function sandbox.run(opts)
   return serve(cfg)
 end
 
+-- Serves on the caller's cqueues controller `cq` (in the caller's process and loop) until
+-- stop() is called; returns {url, token_url, client_id, client_secret, service, stop}, or nil and
+-- a message. opts as for sandbox.run (port, idle_timeout and port_file do not apply).
+function sandbox.serve_on(cq, opts)
+  local cfg = sandbox.config(opts)
+  local state, srv, svc = require("partnercustomers.sandbox.server").listen(cfg, cq)
+  if not state then return nil, srv end
+  return {
+    url = state.base_url, token_url = state.base_url .. "/connect/token", client_id = cfg.client_id,
+    client_secret = cfg.client_secret, service = svc, stop = function() srv:close() end,
+  }
+end
+
 sandbox.usage = [[
 usage: partnercustomers sandbox [options]
 
