@@ -412,6 +412,14 @@ static int run(lua_State *L, int single) {
 static int l_request(lua_State *L) { return run(L, 1); }
 static int l_batch(lua_State *L) { return run(L, 0); }
 
+/* client:pollfd(): the client's descriptor (what the wait objects of its calls give), or nil. */
+static int l_pollfd(lua_State *L) {
+  pc_client *c = pc_check_client(L, 1);
+  if (c->epfd < 0) return 0;
+  lua_pushinteger(L, c->epfd);
+  return 1;
+}
+
 /* client:start(reqs [, opts]): the batch as steps, for a host's event loop (loop.c); the same
  * requests and options as batch. */
 static int l_start(lua_State *L) {
@@ -488,7 +496,7 @@ static int l_table(lua_State *L) {
 }
 
 static const luaL_Reg client_methods[] = {
-  {"request", l_request}, {"batch", l_batch}, {"start", l_start}, {"redact", l_redact}, {"close", l_close},
+  {"request", l_request}, {"batch", l_batch}, {"start", l_start}, {"pollfd", l_pollfd}, {"redact", l_redact}, {"close", l_close},
   {NULL, NULL},
 };
 

@@ -478,5 +478,7 @@ function methods:close()
 end
 
 Avepoint.__close = function(self) self:close() end
+-- collected without a close: the host forgets the descriptor before the core's collector closes it
+Avepoint.__gc = util.forget_descriptor
 
 return { new = new }

@@ -471,5 +471,7 @@ function methods:close()
 end
 
 Partnercenter.__close = function(self) self:close() end
+-- collected without a close: the host forgets the descriptor before the core's collector closes it
+Partnercenter.__gc = util.forget_descriptor
 
 return { new = new, is_guid = is_guid, tenant = tenant, CLOUDS = CLOUDS, RESOURCE = RESOURCE }

@@ -445,6 +445,7 @@ function M.batch(w, reqs, copts)
   local wait = waiter(w)
   if not wait then return w._client:batch(reqs, copts) end
   local b = w._client:start(reqs, copts)
+  w._polled = true
   local ok, results = pcall(steps, b, wait)
   if not ok then
     b:abort()
@@ -480,8 +481,19 @@ function M.close(w, what, level)
              .. "close it once the call has returned", what)
   end
   if not w._closed then
+    M.forget_descriptor(w)
     w._client:close()
     w._closed, w._client = true, nil
+  end
+end
+
+-- Before the descriptor of wrapper w's client is closed: a host that caches descriptors must
+-- forget it, or it would act on a closed (or reused) number. cqueues wants cqueues.cancel(fd)
+-- for a descriptor it polled; its own sockets do so when they close.
+function M.forget_descriptor(w)
+  local cqueues = package.loaded.cqueues
+  if w._polled and not w._closed and type(cqueues) == "table" and cqueues.cancel then
+    cqueues.cancel(w._client:pollfd())
   end
 end
 
