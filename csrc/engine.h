@@ -5,6 +5,7 @@
  *   policy.c     which failures retry, backoff, pacing per origin (window, rate, pauses)
  *   outcome.c    what a finished attempt means: a response, an error, or another attempt
  *   scheduler.c  the batch: which request starts when, token jobs, the waits
+ *   loop.c       the batch as a userdata stepped across Lua calls (a host's event loop waits)
  * auth.c (tokens) sits between policy.c and outcome.c: it builds token requests and reads their
  * answers; the scheduler runs them beside the caller's requests. */
 #ifndef PC_ENGINE_H

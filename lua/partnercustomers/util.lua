@@ -293,7 +293,7 @@ end
 
 -- The transport options every client takes and hands to the core as they are, checked with the
 -- ranges the core accepts (so that the core never raises from inside this layer). `clock` and
--- `sleep` are injected time, for tests and for callers with their own event loop.
+-- `sleep` are injected time (tests); a host's event loop takes M.LOOP_OPTIONS.
 M.TRANSPORT_OPTIONS = {
   timeout = M.number { min = 0.001, max = 86400 },
   connect_timeout = M.number { min = 0.001, max = 3600 },
