@@ -8,6 +8,7 @@
 --   d. each_customer over 100,000 then 1,000,000 customers: peak RSS
 --   e. a 20 requests/s limit (429 + Retry-After: 1 over it), parallel = 8: achieved rate, 429 share
 --   f. HTTP/2 over TLS: 16 requests at once to one origin: connections used
+--   g. 100 clients in one thread under cqueues, each listing 10 pages at 50 ms, vs one client alone
 --
 -- Env: BENCH_QUICK=1 (a ~1 minute smoke run, smaller sizes), BENCH_CALLGRIND=1 (instruction counts
 -- for scenario a with valgrind --tool=callgrind), BENCH_ONLY=a,c (some scenarios only).
@@ -481,6 +482,40 @@ if want("f") then
     target("f", "h2 burst of 16: connections", tostring(st.api_connections), "1", st.api_connections == 1 and r.count == N)
   end
   say("")
+  srv.stop()
+end
+
+------------------------------------------------------------------------------------------------
+-- g. many clients in one thread under cqueues (wait = cqueues.poll)
+
+if want("g") then
+  local CLIENTS, PAGES, SIZE, PAR = QUICK and 20 or 100, 10, 10, 8
+  local srv = start_server(("--customers %d --page-size %d --delay-ms %d"):format(PAGES * SIZE, SIZE, DELAY * 1000))
+  local best = { [1] = math.huge, [CLIENTS] = math.huge }
+  local tries = QUICK and 1 or 3
+  for _ = 1, tries do -- interleaved, best of `tries`
+    for _, n in ipairs { 1, CLIENTS } do
+      local r = must(peer("cqueues", { base = srv.url, n = n, page_size = SIZE, parallel = PAR }))
+      if r then
+        check(r.count == n * PAGES * SIZE, "g: %d clients gave %s customers, expected %d (%s)", n, r.count,
+          n * PAGES * SIZE, r.error)
+        best[n] = math.min(best[n], r.wall)
+      end
+    end
+  end
+  say("## g. %d clients in one thread under cqueues, each all_customers{page_size = %d, parallel = %d} "
+      .. "over %d pages at %d ms, best of %d", CLIENTS, SIZE, PAR, PAGES, DELAY * 1000, tries)
+  say("")
+  table_head("run", "wall s", "vs one client")
+  row("one client", ("%.3f"):format(best[1]), "1.00x")
+  row(("%d clients"):format(CLIENTS), ("%.3f"):format(best[CLIENTS]), fx(ratio(best[CLIENTS], best[1])))
+  say("")
+  say("wall: from before the first client is made to the end of the loop, token requests included")
+  say("")
+  if best[1] < math.huge and best[CLIENTS] < math.huge then
+    local x = best[CLIENTS] / best[1]
+    target("g", ("%d clients / one client"):format(CLIENTS), fx(x), "<= 1.30x", x <= 1.30)
+  end
   srv.stop()
 end
 
