@@ -213,7 +213,7 @@ local function new(opts)
     _clock = o.clock or core.now, -- for deadlines that span several core calls
     _wait = o.wait, _cooperative = o.cooperative, -- a host's event loop (see util.request)
     _closed = false,
-    _calls = 0, -- calls running (see util.in_call)
+    _calls = util.call_counter(), -- calls running (see util.in_call)
   }, Partnercenter)
 end
 

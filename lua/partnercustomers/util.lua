@@ -462,13 +462,20 @@ function M.request(w, req, copts)
   return nil, pair[2]
 end
 
+-- The running calls of a client wrapper, by thread: weak, so that a call suspended in a
+-- coroutine that was dropped (and collected) stops counting.
+function M.call_counter()
+  return setmetatable({}, { __mode = "k" })
+end
+
 -- Runs f(...) as a call of the client wrapper w, and gives what it returns: a close from one of
--- the call's hooks meanwhile is refused (w._calls counts the calls running). Errors propagate as
--- they are (position already in the message; an error object as it is).
+-- the call's hooks meanwhile is refused (w._calls counts the calls running, by thread). Errors
+-- propagate as they are (position already in the message; an error object as it is).
 function M.in_call(w, f, ...)
-  w._calls = w._calls + 1
+  local calls, co = w._calls, coroutine.running()
+  calls[co] = (calls[co] or 0) + 1
   local r = table.pack(pcall(f, ...))
-  w._calls = w._calls - 1
+  calls[co] = calls[co] > 1 and calls[co] - 1 or nil
   if not r[1] then error(r[2], 0) end
   return table.unpack(r, 2, r.n)
 end
@@ -476,7 +483,7 @@ end
 -- Closes the client wrapper w (`what` names it in messages: "AvePoint"); misuse at `level` while a
 -- call of it runs (a close from a hook), which changes nothing: the wrapper stays open.
 function M.close(w, what, level)
-  if w._calls > 0 then
+  if next(w._calls) ~= nil then
     M.misuse(level + 1, "close: the %s client is in a call (closed from one of its hooks?); "
              .. "close it once the call has returned", what)
   end
