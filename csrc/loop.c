@@ -83,8 +83,12 @@ static void push_wait(lua_State *L, pc_client *c, pc_wait w) {
 
 /* Pushes the client's sleep hook for a wait on its clock only, else nil. */
 static void push_sleep(lua_State *L, int ci, pc_wait w, int goes) {
+  if (!goes || w.sockets || w.real || !(w.seconds > 0)) {
+    lua_pushnil(L);
+    return;
+  }
   lua_getiuservalue(L, ci, PC_UV_OPTS);
-  if (!goes || w.sockets || w.real || !(w.seconds > 0) || lua_getfield(L, -1, "sleep") != LUA_TFUNCTION) lua_pushnil(L);
+  lua_getfield(L, -1, "sleep"); /* a function, or nil */
   lua_remove(L, -2);
 }
 

@@ -135,6 +135,27 @@ describe("inside a cqueues loop", function()
     assert.is_true(yields > 4)
   end)
 
+  it("expresses a Retry-After pause through w:timeout() when no sleep hook is given", function()
+    sb.faults { { type = "status", status = 503, retry_after = 0.2, path = V3, times = 1 } }
+    local t, retried, pause = fake_time(), false, nil
+    local r = run_loop(cq, { function()
+      local ave <close> = avepoint(sb, {
+        clock = t.clock, -- time moves only by what each wait asked for
+        wait = function(w)
+          if retried and not pause then pause = w:timeout() end -- the first wait after the 503
+          cqueues.poll(w)
+          t.now = t.now + w:timeout()
+        end,
+        on_event = function(ev) retried = retried or ev.type == "retry" end,
+      })
+      return #assert(ave:customer_page(1, 10)).customers
+    end })
+    assert.equal(10, r[1][1])
+    assert.is_true(retried)
+    -- the backoff: 0.25 to 0.5 s with its jitter, longer than the Retry-After
+    assert.is_true(pause >= 0.25 and pause <= 0.5, tostring(pause))
+  end)
+
   it("lets on_refresh_token yield, and makes it before the new access token is used", function()
     local log, saved = {}, {}
     local first = sb.refresh_token()
@@ -195,6 +216,19 @@ describe("inside a cqueues loop", function()
     assert.equal("hook failed", r[1][2])
     assert.equal(40, r[1][3])
     assert.equal(40, r[2][1])
+  end)
+
+  it("makes a token provider that raises inside the loop an auth error, as a blocking call does", function()
+    local r = run_loop(cq, { function()
+      local ave <close> = pc.avepoint { base_url = sb.url, wait = cqueues.poll, token = function()
+        cqueues.sleep(0)
+        error("vault down", 0)
+      end }
+      return ave:customer_page(1, 5)
+    end })
+    assert.is_nil(r[1][1])
+    assert.equal("auth", r[1][2].kind)
+    assert.equal("token provider failed: vault down", r[1][2].message)
   end)
 
   it("abandons a call whose wait function raises", function()
