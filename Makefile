@@ -62,6 +62,7 @@ demo: deps
 examples: $(SO)
 	@bin/with-sandbox $(LUA) examples/list_customers.lua
 	@bin/with-sandbox $(LUA) examples/report.lua
+	@bin/with-sandbox $(LUA) examples/event_loop.lua
 
 bench: $(SO)
 	$(LUA) bench/run.lua

@@ -49,8 +49,8 @@ build = {
   type = "builtin",
   modules = {
     ["partnercustomers.core"] = {
-      sources = { "csrc/auth.c", "csrc/cert.c", "csrc/core.c", "csrc/errors.c", "csrc/hooks.c", "csrc/json.c",
-                  "csrc/outcome.c", "csrc/policy.c", "csrc/request.c", "csrc/response.c", "csrc/scheduler.c",
+      sources = { "csrc/auth.c", "csrc/cert.c", "csrc/core.c", "csrc/errors.c", "csrc/hooks.c", "csrc/json.c", "csrc/loop.c",
+                  "csrc/outcome.c", "csrc/policy.c", "csrc/poll.c", "csrc/request.c", "csrc/response.c", "csrc/scheduler.c",
                   "csrc/sys.c", "csrc/transport.c", "csrc/util.c" },
       defines = { "_DEFAULT_SOURCE" },
       libraries = { "curl", "ssl", "crypto" },

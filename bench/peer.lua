@@ -13,6 +13,8 @@
 --   each        each_customer{page_size}, counting
 --   burst       core client:batch of `n` requests at once (max_parallel = n, ca_file)
 --   curlpage    one `curl` process per page + cjson (the old by-hand comparison)
+--   cqueues     `n` clients at once in one thread under cqueues (wait = cqueues.poll), each
+--               all_customers{page_size, parallel}; wall time from before the first client is made
 -- With `startup=1`, a mode loads and sets up everything it needs and stops before the work: its
 -- CPU time is subtracted from the measured run's.
 
@@ -133,6 +135,27 @@ function modes.v3wall()
   local got = all and #all or 0
   result { wall = ("%.4f"):format(wall), count = got,
            failed = all and 0 or 1, error = err and tostring(err.kind) or "none" }
+end
+
+function modes.cqueues()
+  local pc = require "partnercustomers"
+  local cqueues = require "cqueues"
+  local n, cq = num("n", 1), cqueues.new()
+  if STARTUP then return result { count = 0 } end
+  local count, failed, err1 = 0, 0, "none"
+  local t0 = now()
+  for _ = 1, n do
+    cq:wrap(function()
+      local ave <close> = pc.avepoint {
+        client_id = "bench", client_secret = SECRET, token_url = BASE .. "/connect/token",
+        base_url = BASE, wait = cqueues.poll,
+      }
+      local all, err = ave:all_customers { page_size = PAGE, parallel = num("parallel", 8) }
+      if all then count = count + #all else failed, err1 = failed + 1, tostring(err.kind) end
+    end)
+  end
+  assert(cq:loop())
+  result { wall = ("%.4f"):format(now() - t0), count = count, failed = failed, error = err1 }
 end
 
 function modes.orgs()

@@ -8,6 +8,7 @@
 --   d. each_customer over 100,000 then 1,000,000 customers: peak RSS
 --   e. a 20 requests/s limit (429 + Retry-After: 1 over it), parallel = 8: achieved rate, 429 share
 --   f. HTTP/2 over TLS: 16 requests at once to one origin: connections used
+--   g. 100 clients in one thread under cqueues, each listing 10 pages at 50 ms, vs one client alone
 --
 -- Env: BENCH_QUICK=1 (a ~1 minute smoke run, smaller sizes), BENCH_CALLGRIND=0 (no instruction
 -- counts for scenario a: they need valgrind), BENCH_ONLY=a,c (some scenarios only).
@@ -495,6 +496,53 @@ if want("f") then
     target("f", "h2 burst of 16: connections", tostring(st.api_connections), "1", st.api_connections == 1 and r.count == N)
   end
   say("")
+  srv.stop()
+end
+
+------------------------------------------------------------------------------------------------
+-- g. many clients in one thread under cqueues (wait = cqueues.poll)
+
+if want("g") then
+  local CLIENTS, PAGES, SIZE = QUICK and 20 or 100, 10, 10
+  local srv = start_server(("--customers %d --page-size %d --delay-ms %d"):format(PAGES * SIZE, SIZE, DELAY * 1000))
+  local tries = QUICK and 1 or 3
+  -- parallel = 1: each client reads its pages one after another (the target's case);
+  -- parallel = 8: each client's own pages at once, so the 100 clients' work falls in 3 waves
+  local runs = {}
+  for _, par in ipairs { 1, 8 } do
+    for _, n in ipairs { 1, CLIENTS } do runs[#runs + 1] = { par = par, n = n, wall = math.huge, cpu = 0 } end
+  end
+  for _ = 1, tries do -- interleaved, best of `tries`
+    for _, run in ipairs(runs) do
+      local r = must(peer("cqueues", { base = srv.url, n = run.n, page_size = SIZE, parallel = run.par }))
+      if r then
+        check(r.count == run.n * PAGES * SIZE, "g: %d clients gave %s customers, expected %d (%s)", run.n,
+          r.count, run.n * PAGES * SIZE, r.error)
+        if r.wall < run.wall then run.wall, run.cpu = r.wall, r.cpu end
+      end
+    end
+  end
+  say("## g. %d clients in one thread under cqueues (wait = cqueues.poll), each all_customers{page_size = %d} "
+      .. "over %d pages at %d ms, vs one client alone, best of %d", CLIENTS, SIZE, PAGES, DELAY * 1000, tries)
+  say("")
+  table_head("parallel", "clients", "wall s", "vs one client", "client CPU s")
+  for i, run in ipairs(runs) do
+    local alone = runs[i - (i % 2 == 0 and 1 or 0)]
+    row(tostring(run.par), tostring(run.n), ("%.3f"):format(run.wall), fx(ratio(run.wall, alone.wall)),
+      ("%.2f"):format(run.cpu))
+  end
+  say("")
+  say("wall: from before the first client is made to the end of the loop (client and token requests included);")
+  say("client CPU: user + sys of the client process (GNU time). Server and clients share the machine's cores.")
+  say("")
+  for i = 1, #runs, 2 do
+    local alone, many = runs[i], runs[i + 1]
+    if alone.wall < math.huge and many.wall < math.huge then
+      local x = many.wall / alone.wall
+      target("g", ("%d clients / one, parallel = %d"):format(CLIENTS, alone.par), fx(x),
+        alone.par == 1 and "<= 1.30x" or "(report)", alone.par == 1 and x <= 1.30 or nil)
+    end
+  end
   srv.stop()
 end
 

@@ -164,26 +164,30 @@ int pc_token_from_provider(lua_State *L, int ci, const char *scope) {
   lua_getfield(L, -1, "token");
   lua_remove(L, -2);
   lua_pushstring(L, scope);
+  int ok = lua_pcall(L, 1, 2, 0) == LUA_OK;
+  if (!ok) lua_pushnil(L); /* the error and a nil, as pcall's two results would be */
+  return pc_token_provided(L, ci, scope, ok);
+}
+
+/* Replaces the provider's two results (at the top) with an auth error: "what: detail". */
+static int provider_failed(lua_State *L, int ci, const char *what, const char *detail) {
+  if (detail)
+    lua_pushfstring(L, "%s: %s", what, detail);
+  else
+    lua_pushstring(L, what);
+  pc_redact_top(L, ci);
+  pc_push_error(L, PC_E_AUTH, lua_tostring(L, -1));
+  lua_rotate(L, -4, 1);
+  lua_pop(L, 3);
+  return 0;
+}
+
+int pc_token_provided(lua_State *L, int ci, const char *scope, int ok) {
+  ci = lua_absindex(L, ci);
   /* the provider is the user's code reaching the outside world: its failure is an auth error */
-  if (lua_pcall(L, 1, 2, 0) != LUA_OK) {
-    lua_pushfstring(L, "token provider failed: %s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "error object");
-    pc_redact_top(L, ci);
-    pc_push_error(L, PC_E_AUTH, lua_tostring(L, -1));
-    lua_rotate(L, -3, 1);
-    lua_pop(L, 2);
-    return 0;
-  }
-  if (lua_type(L, -2) != LUA_TSTRING || lua_rawlen(L, -2) == 0) {
-    if (lua_isstring(L, -1))
-      lua_pushfstring(L, "token provider returned no token: %s", lua_tostring(L, -1));
-    else
-      lua_pushliteral(L, "token provider returned no token");
-    pc_redact_top(L, ci);
-    pc_push_error(L, PC_E_AUTH, lua_tostring(L, -1));
-    lua_rotate(L, -4, 1);
-    lua_pop(L, 3);
-    return 0;
-  }
+  if (!ok) return provider_failed(L, ci, "token provider failed", lua_isstring(L, -2) ? lua_tostring(L, -2) : "error object");
+  if (lua_type(L, -2) != LUA_TSTRING || lua_rawlen(L, -2) == 0)
+    return provider_failed(L, ci, "token provider returned no token", lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL);
   const char *why = token_problem(L, -2);
   if (why) {
     lua_pushfstring(L, "token provider returned a token that %s", why);
@@ -292,7 +296,7 @@ static int build_token_body(lua_State *L) {
 /* The new refresh token of a rotation replaces the one held, and is handed to on_refresh_token
  * before the access token is used, so that the caller can persist it. The one it replaces is
  * kept (as refresh_token_prev) only so that it stays redacted from messages. */
-static void rotate_refresh_token(lua_State *L, int o, int d) {
+static void rotate_refresh_token(lua_State *L, int ci, int o, int d) {
   if (lua_getfield(L, d, "refresh_token") != LUA_TSTRING || lua_rawlen(L, -1) == 0) {
     lua_pop(L, 1);
     return;
@@ -303,7 +307,11 @@ static void rotate_refresh_token(lua_State *L, int o, int d) {
   lua_setfield(L, o, "refresh_token");
   if (lua_getfield(L, o, "on_refresh_token") == LUA_TFUNCTION) {
     lua_rotate(L, -2, 1);
-    lua_call(L, 1, 0); /* the caller's code: an error propagates (the new token is kept) */
+    if (pc_deferring(L, ci)) { /* made by the Lua layer before any request starts */
+      pc_defer(L, ci, 2);
+      ((pc_client *)lua_touserdata(L, ci))->held = 1;
+    } else
+      lua_call(L, 1, 0); /* the caller's code: an error propagates (the new token is kept) */
   } else
     lua_pop(L, 2);
 }
@@ -392,7 +400,7 @@ int pc_token_accept(lua_State *L, int ci, const char *scope, int pair) {
     token_answer_error(L, o, PC_E_AUTH, lua_tostring(L, -1));
   } else {
     int tok = lua_gettop(L);
-    rotate_refresh_token(L, o, d);
+    rotate_refresh_token(L, ci, o, d);
     lua_getfield(L, d, "expires_in");
     double exp = expires_in_at(L, -1);
     lua_pop(L, 1);

@@ -17,6 +17,7 @@ static void release(pc_client *c) {
   for (int i = 0; i < PC_MAX_PARALLEL; i++) pc_xfer_release(c, &c->xfers[i]);
   if (c->multi) curl_multi_cleanup(c->multi);
   c->multi = NULL;
+  pc_poll_close(c); /* after the multi handle: its cleanup may still report sockets */
   if (c->share) curl_share_cleanup(c->share);
   c->share = NULL;
   pc_cert_free(&c->cert);
@@ -298,6 +299,7 @@ static void acquire(lua_State *L, pc_client *c) {
   c->multi = curl_multi_init();
   if (c->multi == NULL) luaL_error(L, "partnercustomers: curl_multi_init failed");
   c->closed = 0;
+  if (!pc_poll_open(c)) luaL_error(L, "partnercustomers: cannot make the client's descriptor (epoll_create1)");
   c->share = curl_share_init();
   if (c->share == NULL) luaL_error(L, "partnercustomers: curl_share_init failed");
   /* DNS answers and TLS sessions outlive a single easy handle; connections live in the multi */
@@ -317,6 +319,8 @@ static int l_new(lua_State *L) {
   pc_client *c = lua_newuserdatauv(L, sizeof *c, PC_UV_COUNT);
   memset(c, 0, sizeof *c);
   c->closed = 1;
+  c->epfd = -1;
+  c->timer_due = HUGE_VAL;
   c->deadline = HUGE_VAL;
   for (int i = 0; i < PC_MAX_PARALLEL; i++) c->xfers[i].req = -1;
   luaL_setmetatable(L, PC_CLIENT_MT);
@@ -395,18 +399,7 @@ static int run(lua_State *L, int single) {
   lua_pushinteger(L, parallel);
   c->busy = 1;
   int st = lua_pcall(L, 3, 1, 0);
-  c->busy = 0;
-  c->deadline = HUGE_VAL;
-  for (int i = 0; i < PC_ORIGINS; i++) c->origins[i].running = 0; /* none runs between calls */
-  for (int i = 0; i < PC_MAX_PARALLEL; i++) {
-    pc_xfer *x = &c->xfers[i];
-    if (x->added) curl_multi_remove_handle(c->multi, x->easy);
-    x->added = 0;
-    x->req = -1;
-    /* an idle client keeps no large answer: the buffers are invisible to Lua's collector */
-    pc_buf_reset(&x->body, PC_BUF_KEEP);
-    pc_buf_reset(&x->rhdrs, PC_BUF_KEEP);
-  }
+  pc_idle(L, 1, c);
   if (st != LUA_OK) return lua_error(L);
   if (!single) return 1;
   lua_rawgeti(L, -1, 1);
@@ -418,6 +411,27 @@ static int run(lua_State *L, int single) {
 
 static int l_request(lua_State *L) { return run(L, 1); }
 static int l_batch(lua_State *L) { return run(L, 0); }
+
+/* client:pollfd(): the client's descriptor (what the wait objects of its calls give), or nil. */
+static int l_pollfd(lua_State *L) {
+  pc_client *c = pc_check_client(L, 1);
+  if (c->epfd < 0) return 0;
+  lua_pushinteger(L, c->epfd);
+  return 1;
+}
+
+/* client:start(reqs [, opts]): the batch as steps, for a host's event loop (loop.c); the same
+ * requests and options as batch. */
+static int l_start(lua_State *L) {
+  pc_client *c = pc_check_client(L, 1);
+  if (c->busy) return luaL_error(L, "partnercustomers: the client is already running a request (called from a hook?)");
+  if (c->epfd < 0) return luaL_error(L, "partnercustomers: waiting in a host's event loop needs epoll (Linux)");
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 3);
+  int parallel = call_options(L, c, 3);
+  pc_loop_start(L, 1, 2, parallel);
+  return 1;
+}
 
 /* core.uuid(): a random (version 4) GUID, as MS-RequestId and MS-CorrelationId want. */
 static int l_uuid(lua_State *L) {
@@ -482,7 +496,8 @@ static int l_table(lua_State *L) {
 }
 
 static const luaL_Reg client_methods[] = {
-  {"request", l_request}, {"batch", l_batch}, {"redact", l_redact}, {"close", l_close}, {NULL, NULL},
+  {"request", l_request}, {"batch", l_batch}, {"start", l_start}, {"pollfd", l_pollfd}, {"redact", l_redact}, {"close", l_close},
+  {NULL, NULL},
 };
 
 static const luaL_Reg client_meta[] = {
@@ -506,6 +521,7 @@ __attribute__((visibility("default"))) int luaopen_partnercustomers_core(lua_Sta
   pthread_once(&curl_once, curl_init_once);
   if (curl_init_rc != CURLE_OK) return luaL_error(L, "partnercustomers: curl_global_init failed");
   pc_error_open(L);
+  pc_loop_open(L);
   luaL_newmetatable(L, PC_CLIENT_MT);
   luaL_setfuncs(L, client_meta, 0);
   luaL_newlib(L, client_methods);

@@ -5,6 +5,7 @@
  *   policy.c     which failures retry, backoff, pacing per origin (window, rate, pauses)
  *   outcome.c    what a finished attempt means: a response, an error, or another attempt
  *   scheduler.c  the batch: which request starts when, token jobs, the waits
+ *   loop.c       the batch as a userdata stepped across Lua calls (a host's event loop waits)
  * auth.c (tokens) sits between policy.c and outcome.c: it builds token requests and reads their
  * answers; the scheduler runs them beside the caller's requests. */
 #ifndef PC_ENGINE_H
@@ -62,6 +63,14 @@ typedef struct {
   double soon; /* real seconds until slow start lets a due request start (HUGE_VAL: none waits) */
 } pc_batch;
 
+/* What a batch waits for before its next step (scheduler.c): the client's descriptor (its
+ * sockets and libcurl's timer) for at most `seconds`, or only time: `real` seconds of slow start,
+ * or seconds on the client's clock (what its sleep hook waits for). */
+typedef struct {
+  int sockets, real;
+  double seconds;
+} pc_wait;
+
 /* transport.c */
 int pc_header_name_ok(const char *s, size_t n);
 /* A header value may hold no CR, LF or NUL (the one check, for headers and bearer tokens). */
@@ -110,6 +119,15 @@ void pc_decorate_error(pc_batch *b, int k, int hi);
 void pc_finish(pc_batch *b, int k, int ok);
 /* Decides what request k's finished attempt on x means: done, or another attempt later. */
 void pc_complete(pc_batch *b, int k, pc_xfer *x, CURLcode rc);
+
+/* scheduler.c: the batch as steps (pc_run loops them; loop.c steps them across Lua calls).
+ * start pushes the batch's tables (pi, rq, res, terr, jobs: five stack slots); step returns
+ * whether the batch goes on; wants says what to wait for, within cap seconds while transfers
+ * run; provided takes the token provider's results (see pc_token_provided) for scope. */
+void pc_batch_start(pc_batch *b, lua_State *L, int ci, int ri, int parallel);
+int pc_batch_step(pc_batch *b);
+pc_wait pc_batch_wants(pc_batch *b, double cap);
+void pc_batch_provided(pc_batch *b, const char *scope, int ok);
 
 #pragma GCC visibility pop
 

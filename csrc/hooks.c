@@ -110,6 +110,28 @@ void pc_emit(lua_State *L, int ci) {
   }
   lua_rotate(L, -2, 1);
   pc_redact_table(L, ci, -1); /* an event may quote a server (an error text): never a secret */
-  lua_call(L, 1, 0);
+  if (pc_deferring(L, ci)) pc_defer(L, ci, 2);
+  else lua_call(L, 1, 0);
+}
+
+int pc_deferring(lua_State *L, int ci) {
+  pc_client *c = lua_touserdata(L, ci);
+  return c->defer;
+}
+
+void pc_defer(lua_State *L, int ci, int n) {
+  int first = lua_gettop(L) - n + 1;
+  lua_createtable(L, n, 0);
+  lua_insert(L, first);
+  for (int i = n; i >= 1; i--) lua_rawseti(L, first, i);
+  if (lua_getiuservalue(L, ci, PC_UV_CALLS) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, ci, PC_UV_CALLS);
+  }
+  lua_rotate(L, -2, 1);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  lua_pop(L, 1);
 }
 

@@ -120,6 +120,12 @@ typedef struct {
   CURLSH *share;
   int closed;
   int busy;
+  /* the one descriptor of the client (poll.c): libcurl's sockets behind an epoll fd, and the
+   * time libcurl's timer is due (pc_mono_now; HUGE_VAL: none) */
+  int epfd;
+  double timer_due;
+  int defer; /* a host's event loop drives the call: hooks are queued for the Lua layer */
+  int held;  /* a queued on_refresh_token must run before a request starts */
   int nxfers;
   /* options */
   double timeout, connect_timeout, low_speed_time;
@@ -135,7 +141,7 @@ typedef struct {
 } pc_client;
 
 /* Uservalue slots of the client userdata. */
-enum { PC_UV_OPTS = 1, PC_UV_TOKENS = 2, PC_UV_COUNT = 2 };
+enum { PC_UV_OPTS = 1, PC_UV_TOKENS = 2, PC_UV_CALLS = 3, PC_UV_COUNT = 3 };
 
 /* errors.c */
 void pc_error_open(lua_State *L);
@@ -227,6 +233,14 @@ const char *pc_url_problem(const char *url, char *host, size_t hostlen);
  * pushes an array of results ({response} or {nil, err}). Raises only on misuse or on an error
  * from a user hook. */
 void pc_run(lua_State *L, int ci, int ri, int parallel);
+/* Leaves client c idle after a call, whatever state it ended in: no handle on the multi handle,
+ * no transfer counted as running, not busy, no deadline, no deferred hooks. */
+void pc_idle(lua_State *L, int ci, pc_client *c);
+
+/* loop.c: a batch that lives across Lua calls, stepped by the Lua layer between the waits it
+ * hands to the host's event loop. client:start(reqs [, opts]) pushes it (core.c checks opts). */
+void pc_loop_open(lua_State *L);
+void pc_loop_start(lua_State *L, int ci, int ri, int parallel);
 
 /* auth.c: tokens. It builds token requests and reads their answers; the engine runs them. */
 typedef enum { PC_TOKEN_NONE, PC_TOKEN_RENEW, PC_TOKEN_FRESH } pc_token_state;
@@ -239,6 +253,8 @@ void pc_token_drop(lua_State *L, int ci, const char *scope, lua_Integer gen);
 int pc_token_has_provider(lua_State *L, int ci);
 /* Calls the token provider and caches its token: returns 1, or pushes an error and returns 0. */
 int pc_token_from_provider(lua_State *L, int ci, const char *scope);
+/* The same with the provider's results at the top (ok: it returned; else the error and a nil). */
+int pc_token_provided(lua_State *L, int ci, const char *scope, int ok);
 /* Pushes the token request for the client's grant (a request table for the engine). */
 void pc_token_push_request(lua_State *L, int ci, const char *scope);
 /* Reads the token request's result pair ({response} or {nil, err} at index pair) and caches the
@@ -274,6 +290,20 @@ double pc_random(lua_State *L, int ci);
 int pc_wants_events(lua_State *L, int ci);
 /* Calls on_event with the table at the top (pops it); does nothing without a hook. */
 void pc_emit(lua_State *L, int ci);
+/* Under a host's event loop (c->defer) the hooks that may yield are not called from C: pc_defer
+ * pops the function and its n - 1 arguments and queues them as one call {fn, args...} in the
+ * client's PC_UV_CALLS array, which the Lua layer takes after each step and makes. */
+int pc_deferring(lua_State *L, int ci);
+void pc_defer(lua_State *L, int ci, int n);
+
+/* poll.c: the client's one descriptor (epoll on Linux), fed by libcurl's socket and timer
+ * callbacks; transfers move with curl_multi_socket_action. Elsewhere: curl_multi_perform and
+ * curl_multi_poll, and no descriptor (epfd -1). No Lua in here. */
+int pc_poll_open(pc_client *c);       /* 0 when the descriptor cannot be made */
+void pc_poll_close(pc_client *c);     /* after curl_multi_cleanup */
+void pc_poll_drive(pc_client *c);     /* moves every transfer that can move, without waiting */
+void pc_poll_wait(pc_client *c, double seconds); /* blocks until a socket is ready, or seconds */
+double pc_poll_timer(pc_client *c);   /* seconds until libcurl's timer is due (HUGE_VAL: none) */
 
 /* sys.c: isatty, mkstemp, the terminal's width, closed 0-2 reopened (added to the table at the top) */
 void pc_sys_open(lua_State *L);

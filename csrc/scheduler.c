@@ -115,6 +115,27 @@ static void add_token_job(pc_batch *b, const char *scope) {
   b->total++;
 }
 
+/* Under a host's event loop, the token provider is called by the Lua layer (so that it may
+ * yield): a call queued, and a job marked for scope (-1) until its answer comes back. */
+static void ask_provider(pc_batch *b, const char *scope) {
+  lua_State *L = b->L;
+  lua_pushinteger(L, -1);
+  lua_setfield(L, b->jobs, scope);
+  lua_getiuservalue(L, b->ci, PC_UV_OPTS);
+  lua_getfield(L, -1, "token");
+  lua_remove(L, -2);
+  lua_pushstring(L, scope);
+  lua_pushliteral(L, "token");
+  pc_defer(L, b->ci, 3);
+}
+
+void pc_batch_provided(pc_batch *b, const char *scope, int ok) {
+  lua_State *L = b->L;
+  lua_pushnil(L);
+  lua_setfield(L, b->jobs, scope);
+  if (!pc_token_provided(L, b->ci, scope, ok)) lua_setfield(L, b->terr, scope);
+}
+
 /* Whether request k may start now as far as its token goes: 1 yes; 0 not yet (a token job runs);
  * -1 it was finished with the error that refused its token. Starts renewals early: a token
  * past its renewal time is still used while the new one is fetched. */
@@ -131,6 +152,10 @@ static int token_ready(pc_batch *b, int k) {
     return -1;
   }
   if (st == PC_TOKEN_NONE) lua_pop(L, 1);
+  if (!job && pc_token_has_provider(L, b->ci) && pc_deferring(L, b->ci)) {
+    ask_provider(b, scope); /* the Lua layer calls it, then pc_batch_provided */
+    return st == PC_TOKEN_RENEW;
+  }
   if (!job && pc_token_has_provider(L, b->ci)) {
     if (pc_token_from_provider(L, b->ci, scope)) return 1;
     lua_setfield(L, b->terr, scope);
@@ -143,6 +168,7 @@ static int token_ready(pc_batch *b, int k) {
 /* Starts every waiting request that is due, as far as free handles allow. */
 static void start_due(pc_batch *b) {
   lua_State *L = b->L;
+  if (b->c->held) return; /* an on_refresh_token to make first */
   double now = pc_clock(L, b->ci);
   b->blocked = 0, b->soon = HUGE_VAL;
   unsigned held = 0; /* origins that refused a request in this pass: none after it may overtake it */
@@ -190,10 +216,13 @@ static void start_due(pc_batch *b) {
   }
 }
 
-static double next_due(pc_batch *b) {
+/* The earliest time a waiting request is due after `after` (on pc_clock; HUGE_VAL: none). */
+static double next_due(pc_batch *b, double after) {
   double t = HUGE_VAL;
   for (int k = 0; k < b->total; k++)
-    if (b->rq[k].state == R_WAITING && !b->rq[k].awaiting_token && b->rq[k].not_before < t) t = b->rq[k].not_before;
+    if (b->rq[k].state == R_WAITING && !b->rq[k].awaiting_token && b->rq[k].not_before < t &&
+        b->rq[k].not_before > after)
+      t = b->rq[k].not_before;
   return t;
 }
 
@@ -236,8 +265,7 @@ static void drain_messages(pc_batch *b) {
     x->req = -1;
     pc_complete(b, k, x, rc);
     if (b->running > 0) {
-      int still = 0;
-      curl_multi_perform(b->c->multi, &still);
+      pc_poll_drive(b->c);
       n = collect(b, done, rcs, n);
     }
   }
@@ -245,23 +273,25 @@ static void drain_messages(pc_batch *b) {
 
 /* ---- the batch as steps: start, step, wait, finish ----
  * pc_run drives them in a loop and blocks in batch_wait; what a wait is for (sockets, a time, a
- * slow start) is data (batch_wants), so a caller with its own event loop can wait instead. */
+ * slow start) is data (pc_batch_wants), so that loop.c can hand it to a host's event loop. */
 
-/* What the batch waits for before its next step: activity on the multi handle's sockets, or
- * only time (on the client's clock, or `real` seconds of slow start); never more than one slice
- * while transfers run, so that Lua's interrupt hook (Ctrl-C) runs within a slice. */
-typedef struct {
-  int sockets, real;
-  double seconds;
-} pc_wait;
-
-static pc_wait batch_wants(pc_batch *b) {
+/* What the batch waits for before its next step: activity on the client's descriptor (its
+ * sockets and libcurl's timer), or only time (on the client's clock, or `real` seconds of slow
+ * start); never more than `cap` seconds while transfers run (PC_WAIT_SLICE for the blocking
+ * wait, so that Lua's interrupt hook (Ctrl-C) runs within a slice). */
+pc_wait pc_batch_wants(pc_batch *b, double cap) {
   pc_wait w = {0, 0, 0};
-  double due = next_due(b) - pc_clock(b->L, b->ci);
+  double now = pc_clock(b->L, b->ci);
+  if (b->c->held) return w; /* a hook to make first: no wait */
   if (b->running > 0) {
+    /* blocked: the due requests wait for a transfer's end (a socket) or for slow start */
+    double later = (b->blocked ? next_due(b, now) : next_due(b, -HUGE_VAL)) - now;
     w.sockets = 1;
-    w.seconds = fmax(0, fmin(b->blocked ? b->soon : due, PC_WAIT_SLICE));
-  } else if (b->soon < due)
+    w.seconds = fmax(0, fmin(fmin(b->blocked ? b->soon : HUGE_VAL, later), fmin(cap, pc_poll_timer(b->c))));
+    return w;
+  }
+  double due = next_due(b, -HUGE_VAL) - now;
+  if (b->soon < due)
     w.real = 1, w.seconds = b->soon; /* slow start: milliseconds of real time, whatever the clock */
   else
     w.seconds = fmax(0, due);
@@ -270,7 +300,7 @@ static pc_wait batch_wants(pc_batch *b) {
 
 static void batch_wait(pc_batch *b, pc_wait w) {
   if (w.sockets) {
-    curl_multi_poll(b->c->multi, NULL, 0, (int)(w.seconds * 1000), NULL);
+    pc_poll_wait(b->c, w.seconds);
     pc_interruptible(b->L);
   } else if (w.real) {
     pc_real_sleep(w.seconds);
@@ -281,20 +311,17 @@ static void batch_wait(pc_batch *b, pc_wait w) {
 
 /* Starts what is due, moves the transfers on, reads the answers that arrived and refills the
  * freed slots. Returns whether the batch goes on. */
-static int batch_step(pc_batch *b) {
+int pc_batch_step(pc_batch *b) {
   start_due(b);
   if (b->done >= b->n) return 0;
-  if (b->running > 0) {
-    int still = 0;
-    curl_multi_perform(b->c->multi, &still);
-    drain_messages(b);
-    start_due(b); /* refill freed slots before waiting: no slot idles for a round trip */
-  }
+  pc_poll_drive(b->c); /* also when none runs: an idle connection that closed is let go */
+  drain_messages(b);
+  start_due(b); /* refill freed slots before waiting: no slot idles for a round trip */
   return b->done < b->n;
 }
 
 /* Checks the requests (array at ri) and pushes the batch's private tables (see pc_batch). */
-static void batch_start(pc_batch *b, lua_State *L, int ci, int ri, int parallel) {
+void pc_batch_start(pc_batch *b, lua_State *L, int ci, int ri, int parallel) {
   memset(b, 0, sizeof *b);
   b->L = L;
   b->ci = ci;
@@ -332,7 +359,26 @@ static void batch_finish(pc_batch *b) {
 
 void pc_run(lua_State *L, int ci, int ri, int parallel) {
   pc_batch b;
-  batch_start(&b, L, lua_absindex(L, ci), lua_absindex(L, ri), parallel);
-  while (batch_step(&b)) batch_wait(&b, batch_wants(&b));
+  pc_batch_start(&b, L, lua_absindex(L, ci), lua_absindex(L, ri), parallel);
+  while (pc_batch_step(&b)) batch_wait(&b, pc_batch_wants(&b, PC_WAIT_SLICE));
   batch_finish(&b);
+}
+
+void pc_idle(lua_State *L, int ci, pc_client *c) {
+  c->busy = 0;
+  c->defer = 0;
+  c->held = 0;
+  c->deadline = HUGE_VAL;
+  lua_pushnil(L);
+  lua_setiuservalue(L, ci, PC_UV_CALLS);
+  for (int i = 0; i < PC_ORIGINS; i++) c->origins[i].running = 0; /* none runs between calls */
+  for (int i = 0; i < PC_MAX_PARALLEL; i++) {
+    pc_xfer *x = &c->xfers[i];
+    if (x->added && c->multi) curl_multi_remove_handle(c->multi, x->easy);
+    x->added = 0;
+    x->req = -1;
+    /* an idle client keeps no large answer: the buffers are invisible to Lua's collector */
+    pc_buf_reset(&x->body, PC_BUF_KEEP);
+    pc_buf_reset(&x->rhdrs, PC_BUF_KEEP);
+  }
 }

@@ -68,6 +68,9 @@ end
 
 local pc = require "partnercustomers"
 local TRANSPORT = util.TRANSPORT_OPTIONS
+local SHARED = {} -- the options every client takes, listed once in their own sections
+for k in pairs(TRANSPORT) do SHARED[k] = true end
+for k in pairs(util.LOOP_OPTIONS) do SHARED[k] = true end
 
 describe("doc/API.md", function()
   it("lists every field of the module table", function()
@@ -77,6 +80,12 @@ describe("doc/API.md", function()
 
   it("lists every transport option", function()
     assert.same({}, missing(section("Transport options (both clients)"), keys(TRANSPORT), "| `%s` |"))
+  end)
+
+  it("lists every event loop option and the wait object's methods", function()
+    local text = section("Event loop options (both clients)")
+    assert.same({}, missing(text, keys(util.LOOP_OPTIONS), "| `%s` |"))
+    assert.same({}, missing(text, { "pollfd", "events", "timeout" }, "| `w:%s()` |"))
   end)
 
   local clients = {
@@ -92,7 +101,7 @@ describe("doc/API.md", function()
       it("lists every option of the constructor", function()
         local tables = option_tables(require(c.mod).new, "^OPTIONS$")
         assert.equal(1, #tables)
-        assert.same({}, missing(text, keys(tables[1], TRANSPORT), "| `%s` |"))
+        assert.same({}, missing(text, keys(tables[1], SHARED), "| `%s` |"))
       end)
 
       it("lists every method, and every option of each with the methods that take it", function()

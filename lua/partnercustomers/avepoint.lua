@@ -161,8 +161,9 @@ local function new(opts)
     _v3 = o.v3 or "get",
     _max_parallel = o.max_parallel or util.DEFAULT_MAX_PARALLEL,
     _clock = o.clock or core.now, -- for deadlines that span several core calls
+    _wait = o.wait, _cooperative = o.cooperative, -- a host's event loop (see util.request)
     _closed = false,
-    _calls = 0, -- calls running (see util.in_call)
+    _calls = util.call_counter(), -- calls running (see util.in_call)
   }, Avepoint)
 end
 
@@ -211,7 +212,7 @@ local function odata_page(self, cursor, at)
                 headers = { Accept = "application/json" }, decode = "avepoint-odata" }
   local copts = util.call_options(self, at)
   if not copts then return nil, util.deadline_error(req, "customers") end
-  local resp, err = self._client:request(req, copts)
+  local resp, err = util.request(self, req, copts)
   if not resp then return nil, err end
   local list, keys = customers_of(req, resp)
   if not list then return nil, keys end
@@ -310,7 +311,7 @@ function methods:customer_page(index, size, opts)
     local req = v3_request(self, i, s, o.v3, o.customer_ids)
     local copts = util.call_options(self, o.at)
     if not copts then return nil, util.deadline_error(req, "customer_page") end
-    local resp, err = self._client:request(req, copts)
+    local resp, err = util.request(self, req, copts)
     if not resp then return nil, err end
     local page, perr = read_page(i, s, req, resp)
     if not page then return nil, perr end
@@ -343,7 +344,7 @@ local function v3_walk(self, o, keep_all, window, parallel)
     for i = index, to do reqs[#reqs + 1] = v3_request(self, i, o.page_size, o.v3, o.customer_ids) end
     local copts = util.call_options(self, o.at, math.min(parallel, #reqs))
     if not copts then return nil, util.deadline_error(reqs[1], o.what) end
-    local results = self._client:batch(reqs, copts)
+    local results = util.batch(self, reqs, copts)
     for j, r in ipairs(results) do ahead[index + j - 1] = { req = reqs[j], resp = r[1], err = r[2] } end
     return true
   end
@@ -477,5 +478,7 @@ function methods:close()
 end
 
 Avepoint.__close = function(self) self:close() end
+-- collected without a close: the host forgets the descriptor before the core's collector closes it
+Avepoint.__gc = util.forget_descriptor
 
 return { new = new }

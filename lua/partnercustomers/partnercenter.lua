@@ -211,8 +211,9 @@ local function new(opts)
     _on_event = o.on_event,
     _max_parallel = o.max_parallel or util.DEFAULT_MAX_PARALLEL,
     _clock = o.clock or core.now, -- for deadlines that span several core calls
+    _wait = o.wait, _cooperative = o.cooperative, -- a host's event loop (see util.request)
     _closed = false,
-    _calls = 0, -- calls running (see util.in_call)
+    _calls = util.call_counter(), -- calls running (see util.in_call)
   }, Partnercenter)
 end
 
@@ -306,7 +307,7 @@ function methods:organization(id, opts)
     local req = request(self, organization_url(self, id), o.correlation_id)
     local copts = util.call_options(self, at)
     if not copts then return nil, util.deadline_error(req, "organization") end
-    local resp, err = self._client:request(req, copts)
+    local resp, err = util.request(self, req, copts)
     if not resp then return nil, err end
     return organization_of(req, resp)
   end)
@@ -350,7 +351,7 @@ local function look_up(self, list, o)
     local copts = util.call_options(self, o.at, math.min(parallel, #reqs))
     local answers
     if copts then
-      answers = self._client:batch(reqs, copts)
+      answers = util.batch(self, reqs, copts)
     else -- the deadline passed between two windows: the rest are not asked
       answers = {}
       for j, req in ipairs(reqs) do answers[j] = { nil, util.deadline_error(req, "organizations") } end
@@ -427,7 +428,7 @@ local function walk(self, o, keep_all, what)
       local req = request(self, cursor.url, o.correlation_id, cursor.headers)
       local copts = util.call_options(self, at)
       if not copts then return nil, util.deadline_error(req, what) end
-      local resp, err = self._client:request(req, copts)
+      local resp, err = util.request(self, req, copts)
       if not resp then return nil, err end
       return read_page(req, resp)
     end,
@@ -470,5 +471,7 @@ function methods:close()
 end
 
 Partnercenter.__close = function(self) self:close() end
+-- collected without a close: the host forgets the descriptor before the core's collector closes it
+Partnercenter.__gc = util.forget_descriptor
 
 return { new = new, is_guid = is_guid, tenant = tenant, CLOUDS = CLOUDS, RESOURCE = RESOURCE }

@@ -293,7 +293,7 @@ end
 
 -- The transport options every client takes and hands to the core as they are, checked with the
 -- ranges the core accepts (so that the core never raises from inside this layer). `clock` and
--- `sleep` are injected time, for tests and for callers with their own event loop.
+-- `sleep` are injected time (tests); a host's event loop takes M.LOOP_OPTIONS.
 M.TRANSPORT_OPTIONS = {
   timeout = M.number { min = 0.001, max = 86400 },
   connect_timeout = M.number { min = 0.001, max = 3600 },
@@ -372,10 +372,24 @@ function M.deadline_error(req, what)
   }
 end
 
--- A client's option checkers: the transport options and its own.
+function M.boolean(v)
+  if type(v) == "boolean" then return v end
+  return nil, "a boolean"
+end
+
+-- How a client waits, when a host's event loop should: `wait` (a function given the wait object
+-- each time a call must wait; it may yield) or `cooperative` (coroutine.yield inside a coroutine,
+-- blocking on the main thread). The Lua layer's, not the core's (see M.request).
+M.LOOP_OPTIONS = {
+  wait = M.func,
+  cooperative = M.boolean,
+}
+
+-- A client's option checkers: the transport options, the loop options and its own.
 function M.client_options(own)
   local all = {}
   for k, check in pairs(M.TRANSPORT_OPTIONS) do all[k] = check end
+  for k, check in pairs(M.LOOP_OPTIONS) do all[k] = check end
   for k, check in pairs(own) do all[k] = check end
   return all
 end
@@ -387,13 +401,81 @@ function M.core_options(o)
   return copts
 end
 
+------------------------------------------------------------------------------------------------
+-- Calls of the core, blocking or stepped in a host's event loop
+
+-- The wait function of wrapper w for a call made now, or nil: block in the core, as always.
+local function waiter(w)
+  if w._wait then return w._wait end
+  if w._cooperative and coroutine.isyieldable() then return coroutine.yield end
+  return nil
+end
+
+-- The hook calls a step queued, made here, where they may yield: {fn, arg} (on_event,
+-- on_refresh_token) or {provider, scope, "token"}, whose answer goes back to the batch.
+local function make_calls(b, calls)
+  for _, call in ipairs(calls) do
+    if call[3] == "token" then
+      b:provide(call[2], pcall(call[1], call[2]))
+    else
+      call[1](call[2])
+    end
+  end
+end
+
+local function steps(b, wait)
+  while true do
+    local w, calls, sleep = b:step()
+    if calls then
+      make_calls(b, calls) -- then step again at once: the hooks may have let requests start
+    elseif w == nil then
+      return b:results()
+    elseif sleep then
+      sleep(w:timeout()) -- a wait on the client's clock: its sleep hook, as in a blocking call
+    else
+      wait(w)
+    end
+  end
+end
+
+-- client:batch(reqs, copts) of wrapper w: the core's blocking call, or the same batch stepped
+-- with each wait handed to the wait function. An error in a hook (or in wait) abandons the batch
+-- (its transfers removed, the client idle) and propagates.
+function M.batch(w, reqs, copts)
+  local wait = waiter(w)
+  if not wait then return w._client:batch(reqs, copts) end
+  local b = w._client:start(reqs, copts)
+  w._polled = true
+  local ok, results = pcall(steps, b, wait)
+  if not ok then
+    b:abort()
+    error(results, 0)
+  end
+  return results
+end
+
+-- client:request(req, copts) of wrapper w: the response, or nil and the error.
+function M.request(w, req, copts)
+  if not waiter(w) then return w._client:request(req, copts) end
+  local pair = M.batch(w, { req }, copts)[1]
+  if pair[1] ~= nil then return pair[1] end
+  return nil, pair[2]
+end
+
+-- The running calls of a client wrapper, by thread: weak, so that a call suspended in a
+-- coroutine that was dropped (and collected) stops counting.
+function M.call_counter()
+  return setmetatable({}, { __mode = "k" })
+end
+
 -- Runs f(...) as a call of the client wrapper w, and gives what it returns: a close from one of
--- the call's hooks meanwhile is refused (w._calls counts the calls running). Errors propagate as
--- they are (position already in the message; an error object as it is).
+-- the call's hooks meanwhile is refused (w._calls counts the calls running, by thread). Errors
+-- propagate as they are (position already in the message; an error object as it is).
 function M.in_call(w, f, ...)
-  w._calls = w._calls + 1
+  local calls, co = w._calls, coroutine.running()
+  calls[co] = (calls[co] or 0) + 1
   local r = table.pack(pcall(f, ...))
-  w._calls = w._calls - 1
+  calls[co] = calls[co] > 1 and calls[co] - 1 or nil
   if not r[1] then error(r[2], 0) end
   return table.unpack(r, 2, r.n)
 end
@@ -401,13 +483,24 @@ end
 -- Closes the client wrapper w (`what` names it in messages: "AvePoint"); misuse at `level` while a
 -- call of it runs (a close from a hook), which changes nothing: the wrapper stays open.
 function M.close(w, what, level)
-  if w._calls > 0 then
+  if next(w._calls) ~= nil then
     M.misuse(level + 1, "close: the %s client is in a call (closed from one of its hooks?); "
              .. "close it once the call has returned", what)
   end
   if not w._closed then
+    M.forget_descriptor(w)
     w._client:close()
     w._closed, w._client = true, nil
+  end
+end
+
+-- Before the descriptor of wrapper w's client is closed: a host that caches descriptors must
+-- forget it, or it would act on a closed (or reused) number. cqueues wants cqueues.cancel(fd)
+-- for a descriptor it polled; its own sockets do so when they close.
+function M.forget_descriptor(w)
+  local cqueues = package.loaded.cqueues
+  if w._polled and not w._closed and type(cqueues) == "table" and cqueues.cancel then
+    cqueues.cancel(w._client:pollfd())
   end
 end
 

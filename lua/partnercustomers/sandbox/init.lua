@@ -152,6 +152,27 @@ function sandbox.run(opts)
   return serve(cfg)
 end
 
+-- Serves on the caller's cqueues controller `cq` (in the caller's process and loop) until
+-- stop() is called. Returns {url, token_url, pc_token_url, client_id, client_secret, service,
+-- faults = function(rules), refresh_token = function(), stop = function()}, or nil and a message.
+-- opts as for sandbox.run (idle_timeout and port_file do not apply).
+function sandbox.serve_on(cq, opts)
+  local cfg = sandbox.config(opts)
+  local state, srv, svc = require("partnercustomers.sandbox.server").listen(cfg, cq)
+  if not state then return nil, srv end
+  local faults = require "partnercustomers.sandbox.faults"
+  return {
+    url = state.base_url, token_url = state.base_url .. "/connect/token",
+    pc_token_url = state.base_url .. "/" .. cfg.pc_tenant .. "/oauth2/v2.0/token",
+    client_id = cfg.client_id, client_secret = cfg.client_secret, service = svc,
+    faults = function(rules)
+      svc.rules = assert(faults.parse(require("partnercustomers.util").json_encode(rules)))
+    end,
+    refresh_token = function() return svc.pc:issue_refresh_token() end,
+    stop = function() srv:close() end,
+  }
+end
+
 sandbox.usage = [[
 usage: partnercustomers sandbox [options]
 

@@ -153,12 +153,11 @@ local function write_port_file(path, port)
   assert(os.rename(tmp, path))
 end
 
--- Serves until POST /_sandbox/shutdown or cfg.idle_timeout seconds without a request.
--- cfg: the validated options of partnercustomers.sandbox.run plus client_secret, random_hex
--- (and introspection_secret when introspection_url is set).
--- Returns true, or nil and a message when it cannot listen.
-function server.run(cfg)
-  local cq = cqueues.new()
+-- Listens on cq (a cqueues controller) and serves there, one coroutine per request: returns the
+-- server's state {base_url, stopping, last_request}, the lua-http server and the service; or nil
+-- and a message when it cannot listen. cfg: the validated options of partnercustomers.sandbox.run
+-- plus client_secret, random_hex (and introspection_secret when introspection_url is set).
+function server.listen(cfg, cq)
   local state = {quiet = cfg.quiet, last_request = cqueues.monotime(), stopping = false}
   local svc = service.new{
     count = cfg.count, seed = cfg.seed, client_id = cfg.client_id, client_secret = cfg.client_secret,
@@ -180,9 +179,19 @@ function server.run(cfg)
   end
   local _, _, port = srv:localname()
   state.base_url = "http://127.0.0.1:" .. port
+  state.port = port
   svc.base_url = state.base_url
+  return state, srv, svc
+end
+
+-- Serves until POST /_sandbox/shutdown or cfg.idle_timeout seconds without a request (cfg as
+-- for server.listen). Returns true, or nil and a message when it cannot listen.
+function server.run(cfg)
+  local cq = cqueues.new()
+  local state, srv = server.listen(cfg, cq)
+  if not state then return nil, srv end
   if cfg.port_file then
-    write_port_file(cfg.port_file, port)
+    write_port_file(cfg.port_file, state.port)
   end
   io.stdout:write("partnercustomers sandbox listening on ", state.base_url, "\n")
   if cfg.on_listen then cfg.on_listen(state.base_url, cfg) end
