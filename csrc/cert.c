@@ -175,7 +175,8 @@ static void b64url_top(lua_State *L) {
   lua_remove(L, -2);
 }
 
-int pc_cert_assertion(lua_State *L, pc_cert *c, const char *client_id, const char *aud, double now, const char *jti) {
+/* Pushes the assertion's header, base64url-encoded. */
+static void push_header(lua_State *L, const pc_cert *c) {
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   luaL_addstring(&b, "{\"alg\":\"");
@@ -191,10 +192,14 @@ int pc_cert_assertion(lua_State *L, pc_cert *c, const char *client_id, const cha
   luaL_addstring(&b, "\"}");
   luaL_pushresult(&b);
   b64url_top(L);
+}
 
+/* Pushes the assertion's claims, base64url-encoded. */
+static void push_claims(lua_State *L, const char *client_id, const char *aud, double now, const char *jti) {
   long long iat = (long long)now;
   char nums[96];
   snprintf(nums, sizeof nums, ",\"iat\":%lld,\"nbf\":%lld,\"exp\":%lld}", iat, iat, iat + PC_ASSERTION_LIFETIME);
+  luaL_Buffer b;
   luaL_buffinit(L, &b);
   luaL_addstring(&b, "{\"aud\":\"");
   add_json_string(&b, aud);
@@ -208,7 +213,11 @@ int pc_cert_assertion(lua_State *L, pc_cert *c, const char *client_id, const cha
   luaL_addstring(&b, nums);
   luaL_pushresult(&b);
   b64url_top(L);
+}
 
+int pc_cert_assertion(lua_State *L, pc_cert *c, const char *client_id, const char *aud, double now, const char *jti) {
+  push_header(L, c);
+  push_claims(L, client_id, aud, now, jti);
   lua_pushliteral(L, ".");
   lua_rotate(L, -2, 1);
   lua_concat(L, 3); /* the signing input, pinned on the stack */
