@@ -77,6 +77,25 @@ describe("inside a cqueues loop", function()
     assert.same({ r = true }, events)
   end)
 
+  it("waits as long as slow start holds the next request, never zero seconds over and over", function()
+    -- the pages after the first start as slow start allows (real milliseconds): the wait object
+    -- must say how long, or the loop would wake without pause until then
+    local waits, zeros = 0, 0
+    local function wait(w)
+      waits = waits + 1
+      if w:timeout() == 0 then zeros = zeros + 1 end
+      return cqueues.poll(w)
+    end
+    local r = run_loop(cq, { function()
+      local ave <close> = avepoint(sb, { wait = wait })
+      return #assert(ave:all_customers { page_size = 5, parallel = 8 })
+    end })
+    assert.equal(40, r[1][1])
+    -- 1 token and 8 pages: a few waits each, and a zero one only when libcurl's timer is due
+    assert.is_true(waits <= 60, waits .. " waits")
+    assert.is_true(zeros <= 9, zeros .. " waits of zero seconds")
+  end)
+
   it("interleaves two clients and a timer", function()
     sb.faults { { type = "slow", delay = 0.03, path = V3, times = -1 } }
     local log, left = {}, 2
