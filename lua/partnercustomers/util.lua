@@ -444,11 +444,16 @@ end
 function M.batch(w, reqs, copts)
   local wait = waiter(w)
   if not wait then return w._client:batch(reqs, copts) end
-  local b = w._client:start(reqs, copts)
   w._polled = true
-  local ok, results = pcall(steps, b, wait)
+  local b
+  -- started inside the pcall: whatever raises once the batch exists (a memory error included)
+  -- abandons it, so the client is idle again at once, not when the collector finds the batch
+  local ok, results = pcall(function()
+    b = w._client:start(reqs, copts)
+    return steps(b, wait)
+  end)
   if not ok then
-    b:abort()
+    if b then b:abort() end
     error(results, 0)
   end
   return results

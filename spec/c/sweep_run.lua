@@ -8,7 +8,8 @@
 --   new       core.new with certificate credentials (the key and certificate are loaded and checked)
 --   requests  a fault rule put with a PUT (the first page answers 503, Retry-After: 0), a token fetch
 --             (a signed client assertion), three OData pages (the first one retried), the same
---             pages again as one parallel batch, and an error answer (400, OAuth-shaped body)
+--             pages again as one parallel batch, then as a batch stepped across Lua calls
+--             (client:start, as in a host's event loop), and an error answer (400, OAuth-shaped body)
 --   check     run with the limit off, after a failure: the client (made again if it never was)
 --             must answer one more request; then the sandbox's fault rules and log are cleared
 -- A stage returns true, or a string that says which request got an error object instead.
@@ -42,6 +43,27 @@ local function got(what, res, err)
   return what .. ": error object (" .. tostring(err and err.kind) .. ")"
 end
 
+-- The same batch stepped as a host's event loop drives it (client:start): the queued hook calls
+-- made between steps, each wait a short sleep instead of a poll of the descriptor.
+-- An error between steps abandons the batch (b:abort), as the Lua layer's util.batch does.
+local function stepped(reqs)
+  local b
+  local ok, results = pcall(function()
+    b = client:start(reqs)
+    while true do
+      local w, calls = b:step()
+      for _, call in ipairs(calls or {}) do call[1](call[2]) end
+      if not w and not calls then return b:results() end
+      if w and not calls then core.sleep(math.min(w:timeout(), 0.002)) end
+    end
+  end)
+  if not ok then
+    if b then b:abort() end
+    error(results, 0)
+  end
+  return results
+end
+
 local stages = {}
 
 function stages.load()
@@ -70,11 +92,13 @@ function stages.requests()
   if #urls ~= PAGES or items ~= ITEMS or res.attempts ~= 1 then
     return ("listing: %d pages, %d items (expected %d, %d)"):format(#urls, items, PAGES, ITEMS)
   end
-  local results = client:batch(urls)
-  for i = 1, PAGES do
-    e = got("batch " .. i, results[i][1], results[i][2])
-    if e then return e end
-    if #results[i][1].data.value ~= ITEMS // PAGES then return "batch " .. i .. ": wrong answer" end
+  for _, run in ipairs { "batch", "stepped" } do
+    local results = run == "batch" and client:batch(urls) or stepped(urls)
+    for i = 1, PAGES do
+      e = got(run .. " " .. i, results[i][1], results[i][2])
+      if e then return e end
+      if #results[i][1].data.value ~= ITEMS // PAGES then return run .. " " .. i .. ": wrong answer" end
+    end
   end
   res, err = client:request { url = env.base .. "/partner/customers?$skiptoken=bad", scope = SCOPE }
   if res then return "error answer: got a response" end
