@@ -99,6 +99,10 @@ static int step_protected(lua_State *L) {
   int goes = pc_batch_step(&s->b);
   pc_wait w = {0, 0, 0};
   if (goes) w = pc_batch_wants(&s->b, PC_WAIT_MAX);
+  /* nothing runs and slow start holds the due requests (the blocking wait polls again at once):
+   * the host waits for slow start, instead of waking without pause until it lets them go */
+  if (goes && !w.sockets && !w.real && !(w.seconds > 0) && s->b.soon < HUGE_VAL && !s->b.c->held)
+    w.real = 1, w.seconds = s->b.soon;
   pc_client *c = s->b.c;
   pop_tables(L, 1, s);
   lua_getiuservalue(L, 1, UV_CLIENT);

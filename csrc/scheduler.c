@@ -290,8 +290,7 @@ pc_wait pc_batch_wants(pc_batch *b, double cap) {
     w.seconds = fmax(0, fmin(fmin(b->blocked ? b->soon : HUGE_VAL, later), fmin(cap, pc_poll_timer(b->c))));
     return w;
   }
-  /* blocked: the due requests wait for slow start (soon), not for a time already past */
-  double due = (b->blocked ? next_due(b, now) : next_due(b, -HUGE_VAL)) - now;
+  double due = next_due(b, -HUGE_VAL) - now;
   if (b->soon < due)
     w.real = 1, w.seconds = b->soon; /* slow start: milliseconds of real time, whatever the clock */
   else
