@@ -125,11 +125,7 @@ local function integer(value, flag, min, max)
   return n
 end
 
-local function env_value(env, name)
-  local v = env[name]
-  if v == nil or v == "" then return nil end
-  return v
-end
+local env_value = util.env_value
 
 -- Numeric options given as text in the environment.
 local function numbers(o, option_env)

@@ -9,6 +9,7 @@
 
 local core = require "partnercustomers.core"
 local device_login = require "partnercustomers.device_login"
+local util = require "partnercustomers.util"
 
 local M = {}
 
@@ -57,11 +58,7 @@ local function line(s)
   return (tostring(s):gsub("[\r\n]+", " "):gsub("^partnercustomers: ", ""))
 end
 
-local function value(env, name)
-  local v = env[name]
-  if v == nil or v == "" then return nil end
-  return v
-end
+local value = util.env_value
 
 -- pc.device_login options from the environment; nil and a message when something is missing.
 local function options(env)

@@ -113,6 +113,14 @@ function M.options(opts, spec, what, level)
   return copy
 end
 
+-- env[name] from a map of environment variables, nil when unset or empty (the command line and
+-- `login` read their settings so).
+function M.env_value(env, name)
+  local v = env[name]
+  if v == nil or v == "" then return nil end
+  return v
+end
+
 -- An integer from an integer, an integral float or a decimal string ("3", " -3 "); else nil.
 function M.to_integer(x)
   if type(x) == "string" then
