@@ -46,14 +46,6 @@ local function mode_of(path)
   return mode
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
 describe("pc.device_login against the sandbox", function()
   local sb
 
@@ -295,7 +287,7 @@ describe("pc.device_login against the sandbox", function()
     })
     local text = err:text()
     assert.equal(0, rc, text)
-    local token = read(file):match("^(%S+)\n$")
+    local token = helpers.read(file):match("^(%S+)\n$")
     assert.truthy(token)
     assert.equal("600", mode_of(file))
     assert.same({ "refresh-token" }, listing(dir))

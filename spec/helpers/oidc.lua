@@ -26,14 +26,6 @@ local ROOT, shell_quote = helpers.ROOT, helpers.shell_quote
 local NODE = os.getenv("NODE") or "node"
 
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
 -- Decoded JSON as the specs see it: null absent, integral numbers as integers.
 local function normalize(v)
   if v == cjson.null then return nil end
@@ -135,7 +127,7 @@ function oidc.start(opts)
       error("oidc helper: unknown option '" .. tostring(k) .. "'", 2)
     end
   end
-  if not read_file(ROOT .. "/spec/oidc/node_modules/oidc-provider/package.json") then
+  if not helpers.read(ROOT .. "/spec/oidc/node_modules/oidc-provider/package.json", true) then
     error("oidc helper: spec/oidc/node_modules is missing: run `npm ci --prefix spec/oidc` " ..
           "in the repository root first (it installs oidc-provider from spec/oidc/package-lock.json)", 2)
   end
@@ -172,7 +164,7 @@ function oidc.start(opts)
   if not issuer then
     self.keep_dir = true
     self:stop() -- reads the rest of its output: the log is complete only once it has exited
-    local why = read_file(log) or ""
+    local why = helpers.read(log, true) or ""
     os.execute("rm -rf " .. shell_quote(dir))
     error(("oidc helper: the server did not start (first line: %s)\n%s"):format(tostring(line), why), 2)
   end

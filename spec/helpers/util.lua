@@ -80,8 +80,11 @@ function M.capture(cmd)
   return out
 end
 
-function M.read(path)
-  local f = assert(io.open(path, "rb"))
+-- The whole file at path; with missing_ok, nil when it cannot be opened (else that fails).
+function M.read(path, missing_ok)
+  local f, why = io.open(path, "rb")
+  if not f and missing_ok then return nil end
+  assert(f, why)
   local s = f:read("a")
   f:close()
   return s
