@@ -23,6 +23,10 @@ local env = {
 local SCOPE = "partner.customers.read.all"
 local PAGES, ITEMS = 3, 30 -- the sandbox runs with --count 30 --odata-page-size 10
 
+-- the Lua layer's util.lua, for its stepping driver only: loaded with this file, before any limit
+-- (it loads the core only when one of its functions needs it)
+package.path = "./lua/?.lua"
+local util = require "partnercustomers.util"
 local core, client
 local events = 0
 local FAULTS = '[{"type": "status", "status": 503, "times": 1, "path": "^/partner/customers$", "retry_after": 0}]'
@@ -43,25 +47,12 @@ local function got(what, res, err)
   return what .. ": error object (" .. tostring(err and err.kind) .. ")"
 end
 
--- The same batch stepped as a host's event loop drives it (client:start): the queued hook calls
--- made between steps, each wait a short sleep instead of a poll of the descriptor.
--- An error between steps abandons the batch (b:abort), as the Lua layer's util.batch does.
+-- The same batch stepped as a host's event loop drives it, by the Lua layer's own driver
+-- (util.batch: client:start, the queued hook calls made between steps, b:abort on an error),
+-- each wait a short sleep instead of a poll of the descriptor.
 local function stepped(reqs)
-  local b
-  local ok, results = pcall(function()
-    b = client:start(reqs)
-    while true do
-      local w, calls = b:step()
-      for _, call in ipairs(calls or {}) do call[1](call[2]) end
-      if not w and not calls then return b:results() end
-      if w and not calls then core.sleep(math.min(w:timeout(), 0.002)) end
-    end
-  end)
-  if not ok then
-    if b then b:abort() end
-    error(results, 0)
-  end
-  return results
+  local host = { _client = client, _wait = function(w) core.sleep(math.min(w:timeout(), 0.002)) end }
+  return util.batch(host, reqs)
 end
 
 local stages = {}
